@@ -1,0 +1,132 @@
+"""Batched k-means over (N, S, D) sequences (N = B*H): squared Euclidean distance, Lloyd iterations.
+
+A fixed iteration count and no data-dependent control flow, so nothing synchronises with the device
+(the CUDA-graph path relies on that). Empty clusters keep their previous centroid. The torch code here
+is the CPU execution path and the oracle for the Triton kernels in ``svg2/kernels``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from svg2.checks import check_clusters
+
+# Elements of the (rows, K) distance block computed at once; bounds the torch path's memory.
+_DIST_CHUNK = 1 << 24
+
+
+@dataclass
+class KMeansResult:
+    labels: torch.Tensor     # (N, S) int64 cluster of each token
+    centroids: torch.Tensor  # (N, K, D) float32
+    sizes: torch.Tensor      # (N, K) int64 tokens per cluster
+    iters: int               # Lloyd iterations run
+
+
+def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Nearest centroid of every token: (N, S, D), (N, K, D) -> (N, S) int64.
+
+    ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 and ||x||^2 does not change the argmin, so only
+    ||c||^2 - 2 x.c is formed, in row chunks so an (S, K) matrix is never held whole.
+    """
+    n, s, _ = x.shape
+    k = centroids.shape[1]
+    c = centroids.float()
+    c_sq = (c * c).sum(-1)  # (N, K)
+    rows = max(1, _DIST_CHUNK // max(1, n * k))
+    labels = torch.empty(n, s, dtype=torch.long, device=x.device)
+    for start in range(0, s, rows):
+        xs = x[:, start:start + rows].float()
+        dist = torch.baddbmm(c_sq[:, None, :], xs, c.transpose(1, 2), alpha=-2.0)  # (N, rows, K)
+        labels[:, start:start + rows] = dist.argmin(-1)
+    return labels
+
+
+def cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-cluster sums (N, K, D) float32 and counts (N, K) int64 of the tokens in each cluster."""
+    n, s, d = x.shape
+    sums = torch.zeros(n, k, d, dtype=torch.float32, device=x.device)
+    sums.scatter_add_(1, labels[..., None].expand(n, s, d), x.float())
+    counts = torch.zeros(n, k, dtype=torch.long, device=x.device)
+    counts.scatter_add_(1, labels, torch.ones_like(labels))
+    return sums, counts
+
+
+def kmeans_update(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of the assigned tokens; empty clusters keep ``prev``. Returns (centroids, sizes)."""
+    sums, counts = cluster_sums(x, labels, prev.shape[1])
+    means = sums / counts.clamp_min(1)[..., None]
+    return torch.where(counts[..., None] > 0, means, prev.float()), counts
+
+
+def init_centroids(x: torch.Tensor, k: int, method: str = "random", seed: int = 0) -> torch.Tensor:
+    """Seeded initial centroids (N, K, D) float32: K distinct tokens per sequence, or k-means++."""
+    n, s, d = x.shape
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    if method == "random":
+        idx = torch.rand(n, s, generator=gen, device=x.device).topk(k, dim=1).indices  # (N, K) distinct
+        return x.gather(1, idx[..., None].expand(n, k, d)).float()
+    if method == "kmeans++":
+        return _kmeans_plus_plus(x.float(), k, gen)
+    raise ValueError(f"init={method!r}; expected 'random' or 'kmeans++'")
+
+
+def _kmeans_plus_plus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    # D^2 sampling: each next centre is drawn with probability proportional to its squared distance
+    # to the nearest centre chosen so far. K sequential steps, all on the device.
+    n, s, d = x.shape
+    ar = torch.arange(n, device=x.device)
+    first = torch.randint(0, s, (n,), generator=gen, device=x.device)
+    centres = torch.empty(n, k, d, dtype=x.dtype, device=x.device)
+    centres[:, 0] = x[ar, first]
+    best = ((x - centres[:, :1]) ** 2).sum(-1)  # (N, S)
+    for j in range(1, k):
+        # Tokens already chosen have distance 0; the epsilon keeps duplicate-only data samplable.
+        pick = torch.multinomial(best + 1e-12, 1, generator=gen).squeeze(1)
+        centres[:, j] = x[ar, pick]
+        best = torch.minimum(best, ((x - centres[:, j:j + 1]) ** 2).sum(-1))
+    return centres
+
+
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    iters: int,
+    *,
+    init: str = "random",
+    seed: int = 0,
+    centroids: torch.Tensor | None = None,
+) -> KMeansResult:
+    """Run ``iters`` Lloyd iterations on (N, S, D) from seeded init or warm-start ``centroids`` (N, K, D).
+
+    Each iteration assigns every token to its nearest centroid, then moves each centroid to the
+    mean of its tokens; the result holds the last assignment and the means of exactly those labels
+    (empty clusters keep their previous centroid). ``iters=0`` only assigns.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"x has {x.dim()} dims (shape {tuple(x.shape)}); expected (N, S, D)")
+    n, s, d = x.shape
+    check_clusters("k", k, s)
+    if not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters={iters!r}; expected an integer >= 0")
+    if centroids is None:
+        c = init_centroids(x, k, init, seed)
+    else:
+        if tuple(centroids.shape) != (n, k, d):
+            raise ValueError(f"centroids have shape {tuple(centroids.shape)}; expected {(n, k, d)}")
+        c = centroids.float()
+    if iters == 0:
+        labels = kmeans_assign(x, c)
+        sizes = torch.zeros(n, k, dtype=torch.long, device=x.device).scatter_add_(1, labels, torch.ones_like(labels))
+        return KMeansResult(labels=labels, centroids=c, sizes=sizes, iters=0)
+    for _ in range(iters):
+        labels = kmeans_assign(x, c)
+        c, sizes = kmeans_update(x, labels, c)
+    return KMeansResult(labels=labels, centroids=c, sizes=sizes, iters=iters)
+
+
+def inertia(x: torch.Tensor, result: KMeansResult) -> torch.Tensor:
+    """Sum of squared distances of each token to its centroid, per sequence: (N,)."""
+    c = result.centroids.gather(1, result.labels[..., None].expand(*result.labels.shape, x.shape[-1]))
+    return ((x.float() - c) ** 2).sum((-1, -2))

@@ -1,0 +1,76 @@
+"""Positional block sparsity: fixed contiguous token blocks (optionally after reordering tokens into
+3D (t, h, w) tiles of the latent grid), mean-pooled Q/K per block as the "centroids", and the same
+top-p / top-k block budget as SVG2."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from svg2.blocks import BlockMap, centroid_scores, segment_means, select_blocks
+from svg2.methods.base import AttentionMethod, LayerState, Plan
+from svg2.methods.selection import BudgetConfig
+from svg2.permute import permutation_from_labels
+
+
+@dataclass
+class PositionalConfig(BudgetConfig):
+    block_size: int = 128                 # tokens per block (without tiling)
+    tile: tuple[int, int, int] | None = None  # (t, h, w) tile of the latent grid; needs grid at call time
+
+
+def tile_labels(grid: tuple[int, int, int], tile: tuple[int, int, int], device=None) -> tuple[torch.Tensor, int]:
+    """Tile index of every token of a row-major (T, H, W) grid: (T*H*W,) int64 and the tile count.
+    Edge tiles are smaller where the grid is not a multiple of the tile."""
+    (t, h, w), (tt, th, tw) = grid, tile
+    nt, nh, nw = math.ceil(t / tt), math.ceil(h / th), math.ceil(w / tw)
+    ti = torch.arange(t, device=device) // tt
+    hi = torch.arange(h, device=device) // th
+    wi = torch.arange(w, device=device) // tw
+    labels = (ti[:, None, None] * nh + hi[None, :, None]) * nw + wi[None, None, :]
+    return labels.reshape(-1), nt * nh * nw
+
+
+class PositionalMethod(AttentionMethod):
+    name = "positional"
+    Config = PositionalConfig
+
+    def validate_config(self) -> None:
+        super().validate_config()
+        c = self.config
+        c.check_budget()
+        if c.tile is None and (not isinstance(c.block_size, int) or c.block_size < 1):
+            raise ValueError(f"block_size={c.block_size!r}; expected a positive integer")
+        if c.tile is not None:
+            c.tile = tuple(c.tile)
+            if len(c.tile) != 3 or any(not isinstance(x, int) or x < 1 for x in c.tile):
+                raise ValueError(f"tile={c.tile!r}; expected three positive integers (t, h, w)")
+
+    def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
+        b, h, s, d = q.shape
+        n = b * h
+        c = self.config
+        perm = None
+        with timer.stage("permute"):
+            if c.tile is None:
+                num = math.ceil(s / c.block_size)
+                labels = (torch.arange(s, device=q.device) // c.block_size).expand(n, s)
+            else:
+                if grid is None:
+                    raise ValueError(f"positional tile={c.tile} needs the latent grid (frames, h, w); pass grid=")
+                if math.prod(grid) != s:
+                    raise ValueError(f"grid={tuple(grid)} has {math.prod(grid)} tokens; q has S={s}")
+                tok, num = tile_labels(tuple(grid), c.tile, q.device)
+                labels = tok.expand(n, s)
+                perm = permutation_from_labels(labels.contiguous(), num)
+            # scatter_add, not bincount: bincount syncs with the device on CUDA.
+            sizes = torch.zeros(num, dtype=torch.long, device=q.device).scatter_add_(
+                0, labels[0], torch.ones_like(labels[0])).expand(n, num)
+        with timer.stage("select"):
+            cq = segment_means(q.reshape(n, s, d), labels, num)
+            ck = segment_means(k.reshape(n, s, d), labels, num)
+            keep = select_blocks(centroid_scores(cq, ck), sizes, **c.budget())
+        sizes4 = sizes.reshape(b, h, num)
+        block_map = BlockMap(keep.reshape(b, h, num, num), sizes4, sizes4)
+        return Plan(block_map, q_perm=perm, k_perm=perm)

@@ -1,0 +1,82 @@
+"""SVG2: k-means semantic-aware permutation of queries and keys, centroid-estimated block importance
+with a top-p budget, and variable-block sparse attention (arXiv 2505.18875)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from svg2.blocks import BlockMap, centroid_scores, select_blocks
+from svg2.checks import check_clusters
+from svg2.kmeans import kmeans
+from svg2.methods.base import AttentionMethod, LayerState, Plan
+from svg2.methods.selection import BudgetConfig
+from svg2.permute import permutation_from_labels
+
+
+@dataclass
+class SVG2Config(BudgetConfig):
+    num_q_clusters: int = 200     # QC
+    num_k_clusters: int = 1000    # KC
+    kmeans_iters_first: int = 50  # first call of a (layer, branch): from a seeded init
+    kmeans_iters_step: int = 2    # later calls: warm-started from the cached centroids
+    kmeans_init: str = "random"   # or "kmeans++"
+    seed: int = 0
+
+
+# Upstream settings (Sparse VideoGen2 release): QC by resolution, KC 1000, top_p 0.9, min_kc_ratio 0.1,
+# 50 then 2 k-means iterations, dense warm-up over the first 20-30% of steps and layer 0.
+SVG2_PRESETS = {
+    "wan_720p": dict(num_q_clusters=300),
+    "wan_480p": dict(num_q_clusters=200),
+    "hunyuan_720p": dict(num_q_clusters=400),
+}
+_UPSTREAM = dict(num_k_clusters=1000, top_p=0.9, min_kc_ratio=0.1, kmeans_iters_first=50, kmeans_iters_step=2,
+                 dense_steps=0.2, dense_layers=1)
+
+
+def svg2_preset(name: str, **overrides) -> SVG2Config:
+    if name not in SVG2_PRESETS:
+        raise ValueError(f"preset={name!r}; expected one of {sorted(SVG2_PRESETS)}")
+    return SVG2Config(**{**_UPSTREAM, **SVG2_PRESETS[name], **overrides})
+
+
+class SVG2Method(AttentionMethod):
+    name = "svg2"
+    Config = SVG2Config
+
+    def validate_config(self) -> None:
+        super().validate_config()
+        c = self.config
+        c.check_budget()
+        for field in ("kmeans_iters_first", "kmeans_iters_step"):
+            if not isinstance(getattr(c, field), int) or getattr(c, field) < 0:
+                raise ValueError(f"{field}={getattr(c, field)!r}; expected an integer >= 0")
+        if c.kmeans_init not in ("random", "kmeans++"):
+            raise ValueError(f"kmeans_init={c.kmeans_init!r}; expected 'random' or 'kmeans++'")
+
+    def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
+        b, h, s, d = q.shape
+        n = b * h
+        c = self.config
+        check_clusters("num_q_clusters", c.num_q_clusters, s)
+        check_clusters("num_k_clusters", c.num_k_clusters, s)
+        warm = layer_state.calls > 0 and _fits(layer_state.q_centroids, n, c.num_q_clusters, d)
+        iters = c.kmeans_iters_step if warm else c.kmeans_iters_first
+        with timer.stage("cluster"):
+            qk = kmeans(q.reshape(n, s, d), c.num_q_clusters, iters, init=c.kmeans_init, seed=c.seed,
+                        centroids=layer_state.q_centroids if warm else None)
+            kk = kmeans(k.reshape(n, s, d), c.num_k_clusters, iters, init=c.kmeans_init, seed=c.seed + 1,
+                        centroids=layer_state.k_centroids if warm else None)
+        layer_state.q_centroids, layer_state.k_centroids = qk.centroids, kk.centroids
+        layer_state.calls += 1
+        with timer.stage("permute"):
+            q_perm = permutation_from_labels(qk.labels, c.num_q_clusters)
+            k_perm = permutation_from_labels(kk.labels, c.num_k_clusters)
+        with timer.stage("select"):
+            keep = select_blocks(centroid_scores(qk.centroids, kk.centroids), kk.sizes, **c.budget())
+        block_map = BlockMap(keep.reshape(b, h, c.num_q_clusters, c.num_k_clusters),
+                             qk.sizes.reshape(b, h, -1), kk.sizes.reshape(b, h, -1))
+        return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters)
+
+
+def _fits(centroids, n: int, k: int, d: int) -> bool:
+    return centroids is not None and tuple(centroids.shape) == (n, k, d)

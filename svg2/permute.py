@@ -1,0 +1,41 @@
+"""Semantic-aware permutation: stable sort of tokens by cluster label, so every cluster is one
+contiguous run whose length is the cluster size (empty clusters are 0-length runs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Permutation:
+    order: torch.Tensor    # (N, S) int64: permuted position p holds original token order[p]
+    inverse: torch.Tensor  # (N, S) int64: original token t sits at permuted position inverse[t]
+    sizes: torch.Tensor    # (N, K) int64 run lengths, in label order
+
+
+def permutation_from_labels(labels: torch.Tensor, num_labels: int) -> Permutation:
+    """(N, S) labels in [0, num_labels) -> the stable sorting permutation, its inverse and run lengths."""
+    if labels.dim() != 2:
+        raise ValueError(f"labels have {labels.dim()} dims (shape {tuple(labels.shape)}); expected (N, S)")
+    n, s = labels.shape
+    order = torch.sort(labels, dim=1, stable=True).indices
+    inverse = torch.empty_like(order).scatter_(1, order, torch.arange(s, device=labels.device).expand(n, s))
+    sizes = torch.zeros(n, num_labels, dtype=torch.long, device=labels.device)
+    sizes.scatter_add_(1, labels, torch.ones_like(labels))
+    return Permutation(order=order, inverse=inverse, sizes=sizes)
+
+
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (N, S, D), index (N, S) -> x[n, index[n, p]] for every (n, p)."""
+    return x.gather(1, index[..., None].expand(*index.shape, x.shape[-1]))
+
+
+def permute(x: torch.Tensor, perm: Permutation) -> torch.Tensor:
+    """Original order -> cluster order, on (N, S, D)."""
+    return gather_tokens(x, perm.order)
+
+
+def unpermute(y: torch.Tensor, perm: Permutation) -> torch.Tensor:
+    """Cluster order -> original order, on (N, S, D)."""
+    return gather_tokens(y, perm.inverse)
