@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from svg2.checks import check_fraction
+from svg2.kmeans import cluster_sums
 
 
 @dataclass
@@ -44,11 +45,7 @@ class BlockMap:
 
 def segment_means(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     """Mean of the tokens with each label: (N, S, D), (N, S) -> (N, K, D) float32; empty labels give 0."""
-    n, s, d = x.shape
-    sums = torch.zeros(n, k, d, dtype=torch.float32, device=x.device)
-    sums.scatter_add_(1, labels[..., None].expand(n, s, d), x.float())
-    counts = torch.zeros(n, k, dtype=torch.float32, device=x.device)
-    counts.scatter_add_(1, labels, torch.ones(n, s, dtype=torch.float32, device=x.device))
+    sums, counts = cluster_sums(x, labels, k)
     return sums / counts.clamp_min(1)[..., None]
 
 

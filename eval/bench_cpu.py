@@ -1,0 +1,95 @@
+"""CPU check of the torch sparse path: SVG2 against dense SDPA on one (B, H, S, D) input, in one process.
+
+    python -m eval.bench_cpu                      # (1, 8, 8192, 64) fp32, structured inputs, density ≈ 0.2
+    python -m eval.bench_cpu --threads 1 --repeats 5
+
+Times are CPU wall clock (median of repeats after a warm-up call) and are labelled as such: they say
+whether the torch path avoids dense work on this machine, not what the method buys on a GPU. Writes
+results/bench/cpu_attention.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from eval.synthetic import structured_qkv
+from svg2.attention import dense_attention
+from svg2.methods import build_method
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
+
+
+def run(shape, strength: float, repeats: int, methods: dict[str, dict]) -> pd.DataFrame:
+    q, k, v = structured_qkv(*shape, strength=strength)
+    dense_out = dense_attention(q, k, v)
+    rows = [dict(method="dense", config="sdpa", density=1.0, rel_l2=0.0,
+                 ms_call=median_ms(lambda: dense_attention(q, k, v), repeats))]
+    for label, (name, cfg) in methods.items():
+        m = build_method(name, **cfg)
+        out = m(q, k, v)  # first call: clusters from scratch (kmeans_iters_first)
+        calls = []
+
+        def call():
+            calls.append(m(q, k, v))  # later calls: warm-started, as on every denoising step after the first
+
+        ms_call = median_ms(call, repeats)
+        stats = [s.as_row() for s in m.stats[1:]]
+        stage = {key: statistics.median(r[key] for r in stats) for key in stats[0] if key.startswith("ms_")}
+        rows.append(dict(method=name, config=label, density=stats[-1]["density"], rel_l2=rel_err(calls[-1], dense_out),
+                         ms_call=ms_call, **stage))
+        del out
+    df = pd.DataFrame(rows)
+    df["speedup_vs_dense"] = df.loc[0, "ms_call"] / df["ms_call"]
+    if "ms_attend" in df:
+        df["attend_speedup_vs_dense"] = df.loc[0, "ms_call"] / df["ms_attend"]
+    df.insert(0, "shape", "x".join(map(str, shape)))
+    df["device"] = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    df["torch"] = torch.__version__
+    return df
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", type=int, nargs=4, default=[1, 8, 8192, 64], metavar=("B", "H", "S", "D"))
+    p.add_argument("--strength", type=float, default=0.7, help="semantic structure of the inputs (higher = sparser)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=Path("results/bench/cpu_attention.csv"))
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = {
+        "svg2 QC100 KC250 top_p0.9": ("svg2", dict(num_q_clusters=100, num_k_clusters=250, top_p=0.9,
+                                                    kmeans_iters_first=10, kmeans_iters_step=2)),
+        "positional block128 top_p0.9": ("positional", dict(block_size=128, top_p=0.9)),
+    }
+    df = run(tuple(args.shape), args.strength, args.repeats, methods)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    cols = [c for c in ("method", "config", "density", "rel_l2", "ms_call", "ms_cluster", "ms_permute", "ms_select",
+                        "ms_attend", "ms_unpermute", "speedup_vs_dense") if c in df]
+    print(f"CPU wall clock, {df.loc[0, 'device']}, shape {df.loc[0, 'shape']} fp32, median of {args.repeats}")
+    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"wrote {args.out}")
+    return df
+
+
+if __name__ == "__main__":
+    main()
