@@ -49,6 +49,11 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
     qc, kc = block_map.keep.shape[-2:]
     if tuple(block_map.keep.shape[:2]) != (b, h):
         raise ValueError(f"block map is for (B, H)={tuple(block_map.keep.shape[:2])}; q has {(b, h)}")
+    if q.is_cuda and d >= 16 and d & (d - 1) == 0 and q.dtype in (torch.float16, torch.bfloat16, torch.float32):
+        # Triton kernel; it does not check that the sizes sum to S (reading them back would synchronise).
+        from svg2.kernels.varblock import varblock_attention
+
+        return varblock_attention(q, k, v, block_map.keep, block_map.row_sizes, block_map.col_sizes)
     return _block_sparse_torch(q, k, v, block_map)
 
 

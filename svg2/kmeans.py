@@ -16,6 +16,13 @@ from svg2.checks import check_clusters
 _DIST_CHUNK = 1 << 24
 
 
+def _use_triton(x: torch.Tensor) -> bool:
+    """CUDA tensors the Triton kernels cover (svg2/kernels/kmeans.py); everything else takes the torch path."""
+    d = x.shape[-1]
+    return (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16, torch.float32) and d >= 16
+            and d & (d - 1) == 0 and x.stride(-1) == 1)
+
+
 @dataclass
 class KMeansResult:
     labels: torch.Tensor     # (N, S) int64 cluster of each token
@@ -30,6 +37,10 @@ def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 and ||x||^2 does not change the argmin, so only
     ||c||^2 - 2 x.c is formed, in row chunks so an (S, K) matrix is never held whole.
     """
+    if _use_triton(x):
+        from svg2.kernels.kmeans import assign_nearest
+
+        return assign_nearest(x, centroids)
     n, s, _ = x.shape
     k = centroids.shape[1]
     c = centroids.float()
@@ -55,6 +66,10 @@ def cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.T
 
 def kmeans_update(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Means of the assigned tokens; empty clusters keep ``prev``. Returns (centroids, sizes)."""
+    if _use_triton(x):
+        from svg2.kernels.kmeans import cluster_means
+
+        return cluster_means(x, labels, prev)
     sums, counts = cluster_sums(x, labels, prev.shape[1])
     means = sums / counts.clamp_min(1)[..., None]
     return torch.where(counts[..., None] > 0, means, prev.float()), counts

@@ -27,7 +27,11 @@ def permutation_from_labels(labels: torch.Tensor, num_labels: int) -> Permutatio
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (N, S, D), index (N, S) -> x[n, index[n, p]] for every (n, p)."""
+    """x (N, S, D), index (N, S) -> x[n, index[n, p]] for every (n, p). CUDA: Triton row gather."""
+    if x.is_cuda:
+        from svg2.kernels.permute import gather_rows
+
+        return gather_rows(x, index)
     return x.gather(1, index[..., None].expand(*index.shape, x.shape[-1]))
 
 

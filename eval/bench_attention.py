@@ -1,0 +1,354 @@
+"""One attention call at real video-model shapes, every method side by side in one process (CUDA only).
+
+    python -m eval.bench_attention                      # all shapes, random + structured inputs
+    python -m eval.bench_attention --shapes wan_720p --inputs structured --repeats 5
+
+Times (CUDA events, warm-up, median of repeats): dense SDPA (cuDNN, flash), FlexAttention with random
+128-token blocks at SVG2's density, the positional method and SVG2 on our kernel (whole call, and the
+stage breakdown), the sparse kernel alone, the permutation gathers, and k-means next to flash-kmeans on
+the same inputs. Effective TFLOP/s count only the kept query-key pairs (4·pairs·D). Writes a tidy CSV and
+a figure.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import traceback
+from dataclasses import dataclass
+
+import torch
+
+from svg2.attention import dense_attention
+from svg2.kernels.permute import gather_rows
+from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest, cluster_means
+from svg2.kernels.varblock import VarblockConfig, default_config, make_plan, varblock_attention
+from svg2.kmeans import kmeans
+from svg2.methods import build_method, svg2_preset
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    heads: int
+    grid: tuple[int, int, int]  # latent (frames, h, w)
+    extra: int = 0              # text tokens appended to the video tokens
+    qc: int = 300
+
+    @property
+    def seq_len(self) -> int:
+        return math.prod(self.grid) + self.extra
+
+
+SHAPES = {
+    "wan_480p": Shape("wan_480p", 12, (21, 30, 52), qc=200),      # Wan 2.1 1.3B 480p: 12 x 32,760
+    "wan_720p": Shape("wan_720p", 40, (21, 45, 80), qc=300),      # Wan 2.1 14B 720p: 40 x 75,600
+    "hunyuan_720p": Shape("hunyuan_720p", 24, (33, 45, 80), extra=256, qc=400),  # 24 x 119,056
+}
+D = 128
+
+
+def time_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def peak_extra_bytes(fn) -> int:
+    """Peak device memory fn allocates beyond what is live before it (its output included)."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    del out
+    return extra
+
+
+def structured_qkv(shape: Shape, scale: float, seed: int = 0, centres: int = 256, device: str = "cuda"):
+    """Tokens around a few hundred semantic centres (regions of the latent video that drift over
+    frames) plus a smooth position-dependent component, so attention concentrates on a minority of
+    key clusters the way trained video DiTs do. ``scale`` sharpens the softmax."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    t, h, w = shape.grid
+    tt, hh, ww = torch.meshgrid(*(torch.arange(x, device=device, dtype=torch.float32) for x in (t, h, w)),
+                                indexing="ij")
+    # Region of each token: a coarse cell that moves with time, hashed onto the centres.
+    cell = ((hh + 0.5 * tt) // 6) * 97 + ((ww + 0.3 * tt) // 8) * 31 + tt // 4
+    label = (cell.reshape(-1).long() * 2654435761) % centres
+    if shape.extra:
+        label = torch.cat([label, torch.randint(0, centres, (shape.extra,), device=device, generator=g)])
+    freqs = torch.exp(torch.linspace(0, -4, D // 6 + 1, device=device))
+    pos = torch.cat([f(p[..., None] * freqs) for p in (tt, hh, ww) for f in (torch.sin, torch.cos)], -1)
+    pos = pos.reshape(-1, pos.shape[-1])[:, :D]
+    pos = torch.cat([pos, torch.zeros(shape.extra, D, device=device)]) if shape.extra else pos
+    c = torch.randn(shape.heads, centres, D, device=device, generator=g)
+    out = []
+    for _ in range(2):  # queries and keys share the centres and the position component
+        noise = torch.randn(shape.heads, shape.seq_len, D, device=device, generator=g)
+        out.append((scale * (c[:, label] + 0.5 * pos) + 0.5 * noise).to(torch.bfloat16)[None])
+    out.append(torch.randn(1, shape.heads, shape.seq_len, D, device=device, generator=g).to(torch.bfloat16))
+    return out
+
+
+def random_qkv(shape: Shape, seed: int = 0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return [torch.randn(1, shape.heads, shape.seq_len, D, device="cuda", generator=g, dtype=torch.bfloat16)
+            for _ in range(3)]
+
+
+def svg2_density(q, k, v, qc: int) -> float:
+    m = build_method("svg2", **_svg2_cfg(qc, iters_first=10))
+    m(q, k, v)
+    return m.stats[-1].as_row()["density"]
+
+
+def calibrate(shape: Shape, target: float = 0.27) -> float:
+    """Input scale whose SVG2 density (top_p 0.9) is closest to ``target``, on 4 heads."""
+    small = Shape(shape.name, 4, shape.grid, shape.extra, shape.qc)
+    best = None
+    for scale in (0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
+        q, k, v = structured_qkv(small, scale)
+        dens = svg2_density(q, k, v, shape.qc)
+        print(f"  calibrate {shape.name}: scale {scale} -> density {dens:.3f}", flush=True)
+        if best is None or abs(dens - target) < abs(best[1] - target):
+            best = (scale, dens)
+    return best[0]
+
+
+def _svg2_cfg(qc: int, iters_first: int = 50) -> dict:
+    cfg = svg2_preset("wan_720p").__dict__ | dict(num_q_clusters=qc, dense_steps=0, dense_layers=0,
+                                                  kmeans_iters_first=iters_first, kmeans_iters_step=2,
+                                                  check_finite=False, profile=False)
+    return cfg
+
+
+def flex_block_mask(heads: int, s: int, density: float, block: int = 128, seed: int = 0):
+    from torch.nn.attention.flex_attention import BlockMask
+
+    nb = math.ceil(s / block)
+    count = max(1, round(density * nb))
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    idx = torch.rand(1, heads, nb, nb, device="cuda", generator=g).argsort(-1).to(torch.int32)
+    num = torch.full((1, heads, nb), count, device="cuda", dtype=torch.int32)
+    return BlockMask.from_kv_blocks(num, idx, BLOCK_SIZE=block), count / nb
+
+
+def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
+    s, h = shape.seq_len, shape.heads
+    if inputs == "structured":
+        scale = calibrate(shape)
+        q, k, v = structured_qkv(shape, scale)
+    else:
+        scale = None
+        q, k, v = random_qkv(shape)
+    qkv_bytes = 3 * q.numel() * q.element_size()
+    dense_flop = 4 * h * s * s * D
+
+    def add(method, ms, density=1.0, config="", **extra):
+        tflops = density * dense_flop / ms / 1e9
+        rows.append(dict(base, shape=shape.name, heads=h, seq_len=s, head_dim=D, inputs=inputs, input_scale=scale,
+                         method=method, config=config, density=density, ms=ms, eff_tflops=tflops, **extra))
+        print(f"{shape.name:13s} {inputs:10s} {method:22s} {config:28s} d={density:.3f} {ms:9.3f} ms "
+              f"{tflops:6.1f} TFLOP/s {extra if extra else ''}", flush=True)
+
+    # Dense baselines.
+    for backend in ("cudnn", "flash"):
+        if inputs == "random" or args.dense_both:
+            add(f"dense_{backend}", time_ms(lambda: dense_attention(q, k, v, backend), args.repeats_dense))
+
+    # SVG2: warm the caches (50 iterations from seeded init), then steady-state calls with 2 iterations.
+    m = build_method("svg2", **_svg2_cfg(shape.qc))
+    m(q, k, v)
+    ms_call = time_ms(lambda: m(q, k, v), args.repeats)
+    density = m.stats[-1].as_row()["density"]
+    cfg = f"QC{shape.qc} KC1000 p0.9 it2"
+    extra_b = peak_extra_bytes(lambda: m(q, k, v)) - q.numel() * q.element_size()  # beyond the output
+    add("svg2", ms_call, density, cfg, peak_extra_gib=extra_b / 2**30, peak_extra_over_qkv=extra_b / qkv_bytes)
+    m.config.profile = True
+    for _ in range(args.repeats):
+        m(q, k, v)
+    stages = {}
+    for st in m.stats[-args.repeats:]:
+        for key, val in st.as_row().items():
+            if key.startswith("ms_"):
+                stages.setdefault(key, []).append(val)
+    breakdown = {key: statistics.median(vals) for key, vals in stages.items()}
+    add("svg2_profiled", sum(breakdown.values()), density, cfg, **breakdown)
+    m.config.profile = False
+
+    # The same plan executed by the fused kernel (q, k, v read and the output written through the orders).
+    layer_state = m.state.layer(0, 0)
+    n = h
+    flat = [t.reshape(n, s, D) for t in (q, k, v)]
+    from svg2.timing import StageTimer
+
+    def fused_call():
+        plan = m.plan(q, k, v, layer_state, None, StageTimer(q.device, enabled=False))
+        bm = plan.block_map
+        return varblock_attention(*flat, bm.keep, bm.row_sizes, bm.col_sizes, q_order=plan.q_perm.order,
+                                  k_order=plan.k_perm.order)
+    ms_fused = time_ms(fused_call, args.repeats)
+    extra_f = peak_extra_bytes(fused_call) - q.numel() * q.element_size()
+    add("svg2_fused", ms_fused, density, cfg, peak_extra_gib=extra_f / 2**30, peak_extra_over_qkv=extra_f / qkv_bytes)
+
+    # Kernel alone on the permuted tensors, plus the permutation gathers.
+    plan = m.plan(q, k, v, layer_state, None, StageTimer(q.device, enabled=False))
+    bm = plan.block_map
+    qp, kp = plan.q_perm.order, plan.k_perm.order
+    permuted = [gather_rows(flat[0], qp), gather_rows(flat[1], kp), gather_rows(flat[2], kp)]
+    kept = bm.kept_pairs().sum().item()
+    plan_density = kept / (h * s * s)
+    sweep = shape.name in args.sweep.split(",") and inputs == "structured"
+    configs = [default_config(D)] + ([VarblockConfig(128, 64, 4, 3, "table"), VarblockConfig(128, 128, 8, 3, "table"),
+                                      VarblockConfig(128, 64, 8, 3, "table"), VarblockConfig(128, 64, 4, 4, "table"),
+                                      VarblockConfig(128, 128, 4, 3), VarblockConfig(128, 64, 4, 4)]
+                                     if sweep else [])
+    for c in configs:
+        vplan = make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
+                          bm.col_sizes.reshape(n, -1), s, c)
+        ms = time_ms(lambda: varblock_attention(*permuted, bm.keep, bm.row_sizes, bm.col_sizes, config=c,
+                                                plan=vplan), args.repeats)
+        add("varblock_kernel", ms, plan_density, f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} {c.key_search}")
+        ms = time_ms(lambda: varblock_attention(*flat, bm.keep, bm.row_sizes, bm.col_sizes, config=c, plan=vplan,
+                                                q_order=qp, k_order=kp), args.repeats)
+        add("varblock_kernel_fused", ms, plan_density, f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} {c.key_search}")
+    dc = default_config(D)
+    ms = time_ms(lambda: make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
+                                   bm.col_sizes.reshape(n, -1), s, dc), args.repeats)
+    add("varblock_plan", ms, 0.0, f"M{dc.block_m} N{dc.block_n} {dc.key_search}")
+    ms_perm = time_ms(lambda: [gather_rows(flat[0], qp), gather_rows(flat[1], kp), gather_rows(flat[2], kp),
+                               gather_rows(permuted[0], plan.q_perm.inverse)], args.repeats)
+    add("permute_qkv_and_inverse", ms_perm, 0.0, "4 row gathers")
+    del permuted
+
+    # k-means: ours vs flash-kmeans, Q (QC) and K (1000), 2 iterations from the same warm centroids.
+    cq, ck = layer_state.q_centroids, layer_state.k_centroids
+    ms_ours = time_ms(lambda: (kmeans(flat[0], shape.qc, 2, centroids=cq), kmeans(flat[1], 1000, 2, centroids=ck)),
+                      args.repeats)
+    add("kmeans_ours", ms_ours, 0.0, f"Q{shape.qc}+K1000 it2")
+    labels = assign_nearest(flat[1], ck)
+    for ac in [ASSIGN_CONFIGS["h200"]] + ([AssignConfig(256, 128, 8, 3), AssignConfig(128, 64, 4, 3),
+                                           AssignConfig(128, 128, 4, 4), AssignConfig(64, 128, 4, 3)] if sweep else []):
+        ms = time_ms(lambda: assign_nearest(flat[1], ck, ac), args.repeats)
+        add("kmeans_assign_k", ms, 0.0, f"K1000 one pass S{ac.block_s} K{ac.block_k} w{ac.num_warps} s{ac.num_stages}",
+            tflops_assign=2 * n * s * 1000 * D / ms / 1e9)
+    add("kmeans_update_k", time_ms(lambda: cluster_means(flat[1], labels, ck), args.repeats), 0.0, "K1000 one pass")
+    add("sort_labels_k", time_ms(lambda: torch.sort(labels, dim=1), args.repeats), 0.0, "torch.sort (N, S) int64")
+    try:
+        from flash_kmeans import batch_kmeans_Euclid
+
+        cqb, ckb = cq.to(q.dtype), ck.to(q.dtype)
+        ms_fk = time_ms(lambda: (batch_kmeans_Euclid(flat[0], shape.qc, max_iters=2, tol=-1.0, init_centroids=cqb),
+                                 batch_kmeans_Euclid(flat[1], 1000, max_iters=2, tol=-1.0, init_centroids=ckb)),
+                        args.repeats)
+        add("kmeans_flash_kmeans", ms_fk, 0.0, f"Q{shape.qc}+K1000 it2")
+    except Exception as err:  # a missing or broken peer is reported, not fatal
+        print(f"flash-kmeans failed ({type(err).__name__}: {err}); skipped")
+
+    # Positional blocks of 128 tokens on the same kernel.
+    pm = build_method("positional", block_size=128, top_p=0.9, min_kc_ratio=0.1, check_finite=False, profile=False)
+    pm(q, k, v)
+    ms_pos = time_ms(lambda: pm(q, k, v), args.repeats)
+    add("positional", ms_pos, pm.stats[-1].as_row()["density"], "block128 p0.9")
+
+    # FlexAttention at SVG2's density.
+    if args.flex:
+        try:
+            bench_flex(q, k, v, density, args, add)
+        except Exception as err:  # FlexAttention compilation is the fragile part of this benchmark
+            print(f"FlexAttention failed ({type(err).__name__}: {err}); skipped")
+    del q, k, v, flat
+
+
+def bench_flex(q, k, v, density, args, add):
+    """FlexAttention with random 128-token blocks at the given density (S padded to a multiple of 128)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    h, s = q.shape[1], q.shape[2]
+    flex = torch.compile(flex_attention, dynamic=False)
+    pad = math.ceil(s / 128) * 128 - s
+    qf, kf, vf = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    mask, kept_frac = flex_block_mask(h, s + pad, density)
+    ms_flex = time_ms(lambda: flex(qf, kf, vf, block_mask=mask), args.repeats, warmup=2)
+    add("flex_block128", ms_flex, kept_frac * (s + pad) ** 2 / s**2, f"random blocks, S padded to {s + pad}")
+    del qf, kf, vf
+
+
+def git_commit() -> str:
+    if os.environ.get("SVG2_COMMIT"):
+        return os.environ["SVG2_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def plot(df, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    calls = df[df.method.isin(["dense_cudnn", "dense_flash", "flex_block128", "positional", "svg2", "svg2_fused"])]
+    shapes = list(dict.fromkeys(calls["shape"]))
+    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4), squeeze=False)
+    for ax, name in zip(axes[0], shapes):
+        sub = calls[calls["shape"] == name]
+        labels = [f"{r.method}\n{r.inputs[:6]} d={r.density:.2f}" for r in sub.itertuples()]
+        ax.barh(range(len(sub)), sub.ms, color=["C0" if m.startswith("dense") else "C1" for m in sub.method])
+        ax.set_yticks(range(len(sub)), labels, fontsize=7)
+        ax.set_xlabel("ms per attention call")
+        ax.set_title(f"{name} ({sub.heads.iloc[0]}x{sub.seq_len.iloc[0]}x{D}, bf16)")
+    fig.suptitle(f"One attention call on {df.gpu.iloc[0]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", default="wan_480p,wan_720p,hunyuan_720p")
+    p.add_argument("--inputs", default="random,structured")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats-dense", type=int, default=5)
+    p.add_argument("--dense-both", action="store_true", help="time dense SDPA on structured inputs too")
+    p.add_argument("--no-flex", dest="flex", action="store_false")
+    p.add_argument("--sweep", default="", help="shapes (comma-separated) on which to time several kernel tile configs")
+    p.add_argument("--out", default="results/bench/attention_h200.csv")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_attention needs a CUDA device")
+    import pandas as pd
+
+    base = dict(gpu=torch.cuda.get_device_name(), commit=git_commit(), torch=torch.__version__,
+                triton=__import__("triton").__version__, dtype="bfloat16")
+    rows: list[dict] = []
+    for name in args.shapes.split(","):
+        for inputs in args.inputs.split(","):
+            try:
+                bench_shape(SHAPES[name], inputs, args, rows, base)
+            except Exception:  # keep the rows of the other shapes; the traceback says what broke
+                traceback.print_exc()
+            torch.cuda.empty_cache()
+            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+            df = pd.DataFrame(rows)
+            df.to_csv(args.out + ".tmp", index=False)
+            os.replace(args.out + ".tmp", args.out)  # rows so far survive an interrupted run
+    plot(df, os.path.splitext(args.out)[0] + ".png")
+    return df
+
+
+if __name__ == "__main__":
+    main()

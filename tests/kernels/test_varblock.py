@@ -1,0 +1,126 @@
+"""Variable-block sparse attention kernel vs the float32 masked-SDPA oracle (TRITON_INTERPRET=1 on CPU)."""
+import math
+
+import pytest
+import torch
+
+from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, varblock_attention
+from svg2.permute import permutation_from_labels, permute
+from svg2.reference import block_masked_attention
+
+CFG = VARBLOCK_CONFIGS["test"]
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # the interpreter on CPU, the compiled kernel on a GPU
+TOL = {torch.float32: 1e-4, torch.float16: 2e-3}  # max abs error vs the fp32 oracle (|v| ~ 1)
+
+
+def _case(n, s, d, qc, kc, density, dtype, seed, q_labels=None, k_labels=None):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(n, s, d, generator=g).to(dtype) for _ in range(3))
+    ql = torch.randint(0, qc, (n, s), generator=g) if q_labels is None else q_labels
+    kl = torch.randint(0, kc, (n, s), generator=g) if k_labels is None else k_labels
+    keep = torch.rand(n, qc, kc, generator=g) < density
+    return tuple(t.to(DEV) for t in (q, k, v, ql, kl, keep))
+
+
+def _run_both(q, k, v, ql, kl, keep, qc, kc, config=CFG):
+    """Kernel output in the original order through the fused orders, and through permuted copies."""
+    qp, kp = permutation_from_labels(ql, qc), permutation_from_labels(kl, kc)
+    poison = torch.full_like(q, float("nan"))
+    fused = varblock_attention(q, k, v, keep, qp.sizes, kp.sizes, q_order=qp.order, k_order=kp.order,
+                               config=config, out=poison.clone())
+    permuted = varblock_attention(permute(q, qp), permute(k, kp), permute(v, kp), keep, qp.sizes, kp.sizes,
+                                  config=config, out=poison.clone())
+    return fused, permuted.gather(1, qp.inverse[..., None].expand_as(q))
+
+
+def _oracle(q, k, v, ql, kl, keep):
+    return block_masked_attention(q[None], k[None], v[None], keep[None], ql[None], kl[None])[0]
+
+
+@pytest.mark.parametrize("search", ["window", "binary", "table"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("n,s,d,qc,kc,density", [
+    (2, 77, 32, 5, 9, 0.4),     # S not a multiple of the 16-row tile
+    (1, 50, 64, 3, 20, 0.5),    # D 64, many small key clusters per key tile
+    (1, 33, 16, 33, 33, 0.3),   # one token per cluster
+])
+def test_matches_oracle(n, s, d, qc, kc, density, dtype, search):
+    q, k, v, ql, kl, keep = _case(n, s, d, qc, kc, density, dtype, seed=s + d)
+    ref = _oracle(q, k, v, ql, kl, keep)
+    config = VARBLOCK_CONFIGS["test" if search == "table" else f"test_{search}"]
+    for out in _run_both(q, k, v, ql, kl, keep, qc, kc, config):
+        assert not out.isnan().any(), "some output element was never written"
+        assert (out.float() - ref).abs().max() < TOL[dtype]
+
+
+def test_empty_clusters_and_one_huge_cluster():
+    n, s, d, qc, kc = 1, 70, 32, 6, 8
+    ql = torch.zeros(n, s, dtype=torch.long)
+    ql[:, :3] = 4                     # clusters 1-3 and 5 empty, cluster 0 holds 67 tokens
+    kl = torch.randint(0, 3, (n, s))  # key clusters 3..7 empty
+    q, k, v, ql, kl, keep = _case(n, s, d, qc, kc, 0.5, torch.float32, seed=1, q_labels=ql, k_labels=kl)
+    keep[..., 0] = True               # cluster 0 kept for every row: no row is empty
+    keep[..., 5] = True               # an empty key cluster kept: contributes nothing
+    ref = _oracle(q, k, v, ql, kl, keep)
+    for search in ("test", "test_window", "test_binary"):
+        for out in _run_both(q, k, v, ql, kl, keep, qc, kc, VARBLOCK_CONFIGS[search]):
+            assert (out - ref).abs().max() < TOL[torch.float32]
+
+
+def test_density_one_is_dense_attention():
+    n, s, d, qc, kc = 2, 45, 32, 4, 7
+    q, k, v, ql, kl, keep = _case(n, s, d, qc, kc, 1.1, torch.float32, seed=3)
+    dense = torch.softmax(q.double() @ k.double().transpose(1, 2) / math.sqrt(d), -1) @ v.double()
+    for out in _run_both(q, k, v, ql, kl, keep, qc, kc):
+        assert (out - dense.float()).abs().max() < TOL[torch.float32]
+
+
+def test_near_zero_density_rows_without_keys_are_zero():
+    n, s, d, qc, kc = 1, 40, 16, 4, 5
+    q, k, v, ql, kl, keep = _case(n, s, d, qc, kc, 0.0, torch.float32, seed=4)
+    keep[0, 1, 2] = True  # one block kept in the whole map
+    ref = _oracle(q, k, v, ql, kl, keep)
+    for out in _run_both(q, k, v, ql, kl, keep, qc, kc):
+        assert (out - ref).abs().max() < TOL[torch.float32]
+        assert (out[0][ql[0] != 1] == 0).all()
+
+
+def test_fixed_blocks_positional_layout():
+    # Positional blocks: contiguous blocks of 12 tokens, no permutation, so the kernel reads q, k, v as is.
+    n, s, d, block = 1, 50, 32, 12
+    nb = math.ceil(s / block)
+    labels = (torch.arange(s) // block).expand(n, s)
+    q, k, v, ql, kl, keep = _case(n, s, d, nb, nb, 0.4, torch.float32, seed=5, q_labels=labels, k_labels=labels)
+    sizes = torch.bincount(labels[0], minlength=nb).expand(n, nb).to(DEV)
+    out = varblock_attention(q, k, v, keep, sizes, sizes, config=CFG)
+    assert (out - _oracle(q, k, v, ql, kl, keep)).abs().max() < TOL[torch.float32]
+
+
+def test_tile_count_is_a_shape_bound():
+    # A cluster of r rows takes ceil(r / BLOCK_M) tiles; the schedule covers every row exactly once.
+    sizes = torch.tensor([[0, 1, 16, 17, 33, 5]])
+    s = int(sizes.sum())
+    plan = make_plan(torch.ones(1, 6, 2, dtype=torch.bool), sizes, torch.tensor([[s - 3, 3]]), s, CFG)
+    assert plan.tile_cluster.shape[1] == math.ceil(s / 16) + 6
+    valid = plan.tile_cluster[0] >= 0
+    assert valid.sum() == 0 + 1 + 1 + 2 + 3 + 1
+    covered = torch.zeros(s, dtype=torch.long)
+    for row, end in zip(plan.tile_row[0][valid].tolist(), plan.tile_end[0][valid].tolist()):
+        covered[row:min(row + 16, end)] += 1
+    assert (covered == 1).all()
+
+
+def test_rejects_bad_inputs():
+    q = torch.randn(1, 8, 24)
+    keep = torch.ones(1, 1, 1, dtype=torch.bool)
+    sizes = torch.tensor([[8]])
+    with pytest.raises(ValueError, match="D=24"):
+        varblock_attention(q, q, q, keep, sizes, sizes)
+    q = torch.randn(1, 8, 16)
+    with pytest.raises(ValueError, match="expected \\(1, QC, KC\\)"):
+        varblock_attention(q, q, q, keep, torch.tensor([[4, 4]]), sizes)
+    with pytest.raises(ValueError, match="key_search='nearest'"):
+        make_plan(keep, sizes, sizes, 8, VarblockConfig(16, 16, 4, 1, "nearest"))
+    with pytest.raises(ValueError, match="plan was made for"):
+        plan = make_plan(keep, sizes, sizes, 8, CFG)
+        varblock_attention(q, q, q, keep, sizes, sizes, plan=plan, config=VarblockConfig(32, 16, 4, 1))
