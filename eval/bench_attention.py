@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.kernels.permute import gather_rows
 from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest, cluster_means
@@ -76,30 +77,8 @@ def peak_extra_bytes(fn) -> int:
     return extra
 
 
-def structured_qkv(shape: Shape, scale: float, seed: int = 0, centres: int = 256, device: str = "cuda"):
-    """Tokens around a few hundred semantic centres (regions of the latent video that drift over
-    frames) plus a smooth position-dependent component, so attention concentrates on a minority of
-    key clusters the way trained video DiTs do. ``scale`` sharpens the softmax."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    t, h, w = shape.grid
-    tt, hh, ww = torch.meshgrid(*(torch.arange(x, device=device, dtype=torch.float32) for x in (t, h, w)),
-                                indexing="ij")
-    # Region of each token: a coarse cell that moves with time, hashed onto the centres.
-    cell = ((hh + 0.5 * tt) // 6) * 97 + ((ww + 0.3 * tt) // 8) * 31 + tt // 4
-    label = (cell.reshape(-1).long() * 2654435761) % centres
-    if shape.extra:
-        label = torch.cat([label, torch.randint(0, centres, (shape.extra,), device=device, generator=g)])
-    freqs = torch.exp(torch.linspace(0, -4, D // 6 + 1, device=device))
-    pos = torch.cat([f(p[..., None] * freqs) for p in (tt, hh, ww) for f in (torch.sin, torch.cos)], -1)
-    pos = pos.reshape(-1, pos.shape[-1])[:, :D]
-    pos = torch.cat([pos, torch.zeros(shape.extra, D, device=device)]) if shape.extra else pos
-    c = torch.randn(shape.heads, centres, D, device=device, generator=g)
-    out = []
-    for _ in range(2):  # queries and keys share the centres and the position component
-        noise = torch.randn(shape.heads, shape.seq_len, D, device=device, generator=g)
-        out.append((scale * (c[:, label] + 0.5 * pos) + 0.5 * noise).to(torch.bfloat16)[None])
-    out.append(torch.randn(1, shape.heads, shape.seq_len, D, device=device, generator=g).to(torch.bfloat16))
-    return out
+def structured(shape: Shape, scale: float, seed: int = 0):
+    return structured_qkv(shape.heads, shape.grid, D, scale=scale, extra=shape.extra, seed=seed)
 
 
 def random_qkv(shape: Shape, seed: int = 0):
@@ -119,7 +98,7 @@ def calibrate(shape: Shape, target: float = 0.27) -> float:
     small = Shape(shape.name, 4, shape.grid, shape.extra, shape.qc)
     best = None
     for scale in (0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
-        q, k, v = structured_qkv(small, scale)
+        q, k, v = structured(small, scale)
         dens = svg2_density(q, k, v, shape.qc)
         print(f"  calibrate {shape.name}: scale {scale} -> density {dens:.3f}", flush=True)
         if best is None or abs(dens - target) < abs(best[1] - target):
@@ -149,7 +128,7 @@ def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
     s, h = shape.seq_len, shape.heads
     if inputs == "structured":
         scale = calibrate(shape)
-        q, k, v = structured_qkv(shape, scale)
+        q, k, v = structured(shape, scale)
     else:
         scale = None
         q, k, v = random_qkv(shape)

@@ -1,6 +1,6 @@
 """CPU check of the torch sparse path: SVG2 against dense SDPA on one (B, H, S, D) input, in one process.
 
-    python -m eval.bench_cpu                      # (1, 8, 8192, 64) fp32, structured inputs, density ≈ 0.2
+    python -m eval.bench_cpu                      # (1, 8, 8192, 64) fp32: grid 8x32x32, density ≈ 0.2
     python -m eval.bench_cpu --threads 1 --repeats 5
 
 Times are CPU wall clock (median of repeats after a warm-up call) and are labelled as such: they say
@@ -36,8 +36,9 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.double() - ref.double()).norm() / ref.double().norm())
 
 
-def run(shape, strength: float, repeats: int, methods: dict[str, dict]) -> pd.DataFrame:
-    q, k, v = structured_qkv(*shape, strength=strength)
+def run(heads: int, grid, head_dim: int, scale: float, repeats: int, methods: dict[str, dict]) -> pd.DataFrame:
+    q, k, v = structured_qkv(heads, grid, head_dim, scale=scale, dtype=torch.float32, device="cpu")
+    shape = tuple(q.shape)
     dense_out = dense_attention(q, k, v)
     rows = [dict(method="dense", config="sdpa", density=1.0, rel_l2=0.0,
                  ms_call=median_ms(lambda: dense_attention(q, k, v), repeats))]
@@ -67,8 +68,10 @@ def run(shape, strength: float, repeats: int, methods: dict[str, dict]) -> pd.Da
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", type=int, nargs=4, default=[1, 8, 8192, 64], metavar=("B", "H", "S", "D"))
-    p.add_argument("--strength", type=float, default=0.7, help="semantic structure of the inputs (higher = sparser)")
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--grid", type=int, nargs=3, default=[8, 32, 32], metavar=("T", "H", "W"), help="latent grid: S = T*H*W")
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--scale", type=float, default=0.9, help="semantic structure of the inputs (higher = sparser)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=Path("results/bench/cpu_attention.csv"))
@@ -80,7 +83,7 @@ def main(argv=None):
                                                     kmeans_iters_first=10, kmeans_iters_step=2)),
         "positional block128 top_p0.9": ("positional", dict(block_size=128, top_p=0.9)),
     }
-    df = run(tuple(args.shape), args.strength, args.repeats, methods)
+    df = run(args.heads, tuple(args.grid), args.head_dim, args.scale, args.repeats, methods)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
     cols = [c for c in ("method", "config", "density", "rel_l2", "ms_call", "ms_cluster", "ms_permute", "ms_select",

@@ -1,7 +1,11 @@
-"""Synthetic attention inputs with the structure of a video DiT's: tokens gathered around a few hundred
-semantic centres (shared by queries and keys, so a group attends itself), a smooth position-dependent
-component and noise. Random Gaussian Q/K have no such structure and make every block look equally
-important; these give top-p budgets realistic densities."""
+"""Synthetic attention inputs with the structure of a video DiT's, for benchmarks.
+
+Random Gaussian Q/K have no structure: every key cluster looks equally important and top-p keeps
+almost everything (SVG2 lands near density 0.9 on them). Here tokens belong to a few hundred semantic
+regions (coarse cells of the latent grid that drift over frames, hashed onto shared centres, so queries
+and keys of one region attend each other), plus a smooth position-dependent component and noise.
+``scale`` sharpens the softmax: larger means sparser attention.
+"""
 from __future__ import annotations
 
 import math
@@ -9,24 +13,28 @@ import math
 import torch
 
 
-def structured_qkv(b: int, h: int, s: int, d: int, *, centres: int = 200, strength: float = 1.0, seed: int = 0,
-                   dtype=torch.float32, device="cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, H, S, D) q, k, v. ``strength`` scales the semantic part: larger means sparser attention."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    n = b * h
-    centre_vecs = torch.randn(n, centres, d, generator=g)
-    centre_vecs *= strength * d ** 0.25 * 2 / centre_vecs.norm(dim=-1, keepdim=True) * math.sqrt(d) ** 0.5
-    # Group sizes vary (a few large backgrounds, many small objects): Zipf-like weights.
-    weights = 1.0 / torch.arange(1, centres + 1, dtype=torch.float32) ** 0.8
-    labels = torch.multinomial(weights.expand(n, -1), s, replacement=True, generator=g)  # (N, S)
-    pos = torch.arange(s, dtype=torch.float32)[:, None]
-    freqs = torch.exp(-torch.arange(d // 2, dtype=torch.float32) * math.log(1e4) / (d // 2))[None]
-    position = torch.cat([torch.sin(pos * freqs), torch.cos(pos * freqs)], -1)  # (S, D)
-    base = centre_vecs.gather(1, labels[..., None].expand(n, s, d))
-
-    def make():
-        return base + 0.5 * position + 0.5 * torch.randn(n, s, d, generator=g)
-
-    q, k = make(), make()
-    v = torch.randn(n, s, d, generator=g)
-    return tuple(t.reshape(b, h, s, d).to(device=device, dtype=dtype) for t in (q, k, v))
+def structured_qkv(heads: int, grid: tuple[int, int, int], head_dim: int, *, scale: float = 0.6, extra: int = 0,
+                   centres: int = 256, seed: int = 0, batch: int = 1, dtype=torch.bfloat16, device="cuda"):
+    """q, k, v of shape (batch, heads, T*H*W + extra, head_dim); ``extra`` unstructured tokens (text) go last."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    t, h, w = grid
+    s = math.prod(grid) + extra
+    tt, hh, ww = torch.meshgrid(*(torch.arange(x, device=device, dtype=torch.float32) for x in grid), indexing="ij")
+    cell = ((hh + 0.5 * tt) // 6) * 97 + ((ww + 0.3 * tt) // 8) * 31 + tt // 4
+    label = (cell.reshape(-1).long() * 2654435761) % centres
+    if extra:
+        label = torch.cat([label, torch.randint(0, centres, (extra,), device=device, generator=g)])
+    freqs = torch.exp(torch.linspace(0, -4, head_dim // 6 + 1, device=device))
+    pos = torch.cat([f(p[..., None] * freqs) for p in (tt, hh, ww) for f in (torch.sin, torch.cos)], -1)
+    pos = pos.reshape(-1, pos.shape[-1])[:, :head_dim]
+    if pos.shape[-1] < head_dim:
+        pos = torch.nn.functional.pad(pos, (0, head_dim - pos.shape[-1]))
+    if extra:
+        pos = torch.cat([pos, torch.zeros(extra, head_dim, device=device)])
+    c = torch.randn(batch, heads, centres, head_dim, device=device, generator=g)
+    out = []
+    for _ in range(2):  # queries and keys share the centres and the position component
+        noise = torch.randn(batch, heads, s, head_dim, device=device, generator=g)
+        out.append((scale * (c[:, :, label] + 0.5 * pos) + 0.5 * noise).to(dtype))
+    out.append(torch.randn(batch, heads, s, head_dim, device=device, generator=g).to(dtype))
+    return tuple(out)
