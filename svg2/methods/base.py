@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from svg2.attention import block_sparse_attention, dense_attention
+from svg2.attention import block_sparse_attention
 from svg2.blocks import BlockMap
 from svg2.checks import check_finite, check_qkv, is_capturing
+from svg2.methods.joint import check_joint, extend_plan, masked_dense_attention
 from svg2.permute import Permutation, permute, unpermute
 from svg2.timing import StageTimer
 
@@ -125,20 +126,31 @@ class AttentionMethod:
         return step < dense_steps
 
     def __call__(self, q, k, v, *, layer: int = 0, branch: int = 0, step: int | None = None,
-                 grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+                 grid: tuple[int, int, int] | None = None, video: slice | None = None,
+                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``video``: the tokens the method plans (default: all); any others (prompt tokens of joint-attention
+        models) attend and are attended densely. ``key_mask``: (B, S) bool, False for padding keys nobody attends."""
         check_qkv(q, k, v)
+        b, h, s, _ = q.shape
+        joint = video is not None or key_mask is not None
+        if joint:
+            video = check_joint(video, key_mask, b, s)
         capturing = is_capturing(q)
         step = self.state.step if step is None else step
         timer = StageTimer(q.device, enabled=self.config.profile and not capturing)
         if self.runs_dense(layer, step):
             with timer.stage("attend"):
-                out = dense_attention(q, k, v, self.config.dense_backend)
+                out = masked_dense_attention(q, k, v, key_mask, self.config.dense_backend)
             density, iters, dense = 1.0, 0, True
         else:
+            part = tuple(t[:, :, video] for t in (q, k, v)) if joint else (q, k, v)
             if self.config.check_finite and not capturing:
-                for name, t in (("q", q), ("k", k), ("v", v)):
+                for name, t in zip("qkv", part):
                     check_finite(name, t)
-            plan = self.plan(q, k, v, self.state.layer(layer, branch), grid, timer)
+            plan = self.plan(*part, self.state.layer(layer, branch), grid, timer)
+            if joint:
+                with timer.stage("select"):
+                    plan = extend_plan(plan, b, h, s, video, key_mask)
             out = execute_plan(q, k, v, plan, timer)
             density, iters, dense = plan.block_map.density(), plan.kmeans_iters, False
         self.stats.append(CallStats(self.name, layer, branch, step, dense, density, iters, timer))

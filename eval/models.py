@@ -1,0 +1,125 @@
+"""Model sources of the harness: the embedded default (built on first use when it is a tiny random
+pipeline) or a real diffusers checkpoint from ``model.path``; the FLOPs shape of whichever is loaded."""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from eval.metrics.flops import SHAPES, ModelShape, latent_tokens
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelConfig:
+    name: str                          # label in rows and tables
+    kind: str                          # svg2.diffusers pipeline kind: wan_t2v, wan_i2v, hunyuan, cogvideox
+    path: str                          # local diffusers directory
+    build_tiny: bool = False           # build a tiny random pipeline at ``path`` when it is missing
+    dtype: str = "float32"
+    height: int = 64
+    width: int = 64
+    frames: int = 9
+    steps: int = 10
+    guidance_scale: float = 5.0
+    call_kwargs: dict = field(default_factory=dict)   # extra pipeline call arguments
+    prompts: list = field(default_factory=list)
+    image: str | None = None           # conditioning image (wan_i2v)
+    flops_shape: str | None = None     # a name in eval.metrics.flops.SHAPES; None = from the loaded config
+    clusters: dict = field(default_factory=dict)      # recommended method sizes (used by conf/method/*)
+    block_size: int = 128
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype={self.dtype!r}; expected one of {sorted(DTYPES)}")
+        if self.flops_shape is not None and self.flops_shape not in SHAPES:
+            raise ValueError(f"model.flops_shape={self.flops_shape!r}; expected one of {sorted(SHAPES)} or null")
+
+    def identity(self) -> dict:
+        """What makes two generations comparable (the dense-reference cache key, part of every row key):
+        the weights themselves, so retraining a model at the same path invalidates its references."""
+        path = Path(self.path).expanduser().resolve()
+        return dict(name=self.name, kind=self.kind, path=str(path), weights=weights_fingerprint(str(path)),
+                    dtype=self.dtype, call_kwargs=dict(self.call_kwargs), image=self.image)
+
+    def prepare(self) -> None:
+        """Build the tiny random pipeline at ``path`` if asked and missing (before any row key is made)."""
+        from svg2.diffusers import build_tiny_pipeline
+
+        path = Path(self.path).expanduser()
+        if self.build_tiny and not (path / "model_index.json").is_file():
+            build_tiny_pipeline(self.kind, path)
+
+    def load(self, device: str):
+        from svg2.diffusers import load_pipeline
+
+        self.prepare()
+        return load_pipeline(self.kind, Path(self.path).expanduser(), dtype=DTYPES[self.dtype], device=device)
+
+
+def weights_fingerprint(path: str) -> str | None:
+    """Hash of a model directory: contents of files under 64 MB (configs, small weights), size and mtime of
+    larger ones (hashing a 14B checkpoint would take minutes). None if the directory does not exist."""
+    return _fingerprint(path) if Path(path).is_dir() else None
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(path: str, full_hash_below: int = 64 << 20) -> str:
+    root = Path(path)
+    h = hashlib.sha1()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}:{st.st_size}".encode())
+        if st.st_size < full_hash_below:
+            h.update(f.read_bytes())
+        else:
+            h.update(str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def resolve_device(device: str, job_num: int | None = None) -> str:
+    """'auto': the CPU without CUDA; else one GPU, spread by Hydra job number over the visible GPUs, so a
+    local multi-process launcher (joblib, n_jobs = GPU count) runs one job per GPU."""
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{job_num % torch.cuda.device_count()}" if job_num is not None else "cuda"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; expected 'auto' or 'cpu'")
+    return device
+
+
+def flops_shape(model: ModelConfig, pipe, height: int, width: int, frames: int, steps: int,
+                guidance_scale: float) -> ModelShape:
+    """The FLOPs shape of a generation: the named paper shape at this generation's tokens and steps, or one
+    read off the loaded transformer's config."""
+    t = pipe.transformer
+    c = t.config
+    branches = 2 if guidance_scale > 1 and model.kind != "hunyuan" else 1
+    if model.kind in ("wan_t2v", "wan_i2v"):
+        tokens = latent_tokens(frames, height, width, pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial,
+                               tuple(c.patch_size))
+        if model.flops_shape is None:
+            return ModelShape(model.name, c.num_layers, c.num_attention_heads, c.attention_head_dim, c.ffn_dim, tokens,
+                              512, image_tokens=257 if model.kind == "wan_i2v" else 0, cfg_branches=branches,
+                              steps=steps)
+    elif model.kind == "hunyuan":
+        tokens = latent_tokens(frames, height, width, 4, 8, (c.patch_size_t, c.patch_size, c.patch_size))
+        if model.flops_shape is None:
+            return ModelShape(model.name, c.num_layers + c.num_single_layers, c.num_attention_heads,
+                              c.attention_head_dim, int(c.mlp_ratio * c.num_attention_heads * c.attention_head_dim),
+                              tokens, 256, joint=True, cfg_branches=1, steps=steps)
+    else:  # cogvideox
+        pt = c.patch_size_t or 1
+        tokens = math.ceil(((frames - 1) // 4 + 1) / pt) * (height // 8 // c.patch_size) * (width // 8 // c.patch_size)
+        if model.flops_shape is None:
+            return ModelShape(model.name, c.num_layers, c.num_attention_heads, c.attention_head_dim,
+                              4 * c.num_attention_heads * c.attention_head_dim, tokens, c.max_text_seq_length,
+                              joint=True, cfg_branches=branches, steps=steps)
+    named = SHAPES[model.flops_shape]
+    return ModelShape(**{**named.__dict__, "video_tokens": tokens, "cfg_branches": branches, "steps": steps})

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from eval.default_model.components import LATENT_CHANNELS, TINY, build_tokenizer, generation_kwargs, identity_vae, \
+    latent_stats, load_model_config, pixels_to_latents
+from eval.default_model.procedural import render, sample_spec, vocabulary
+from eval.default_model.train import TrainConfig, lr_at, parse_args
+
+
+def test_identity_vae_round_trips_pixels_and_matches_pixels_to_latents():
+    frames = render([sample_spec(s, frames=5, height=32, width=32) for s in range(2)])  # encode needs 4k+1 frames
+    mean, std = latent_stats(frames)
+    vae = identity_vae(mean, std)
+    x = frames.permute(0, 4, 1, 2, 3) * 2 - 1  # (B, 3, T, H, W) in [-1, 1]
+    with torch.no_grad():
+        posterior = vae.encode(x).latent_dist
+        raw = posterior.sample(generator=torch.Generator().manual_seed(0))
+        normalised = (raw - torch.tensor(mean).view(1, -1, 1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1, 1)
+        assert torch.allclose(normalised, pixels_to_latents(frames, mean, std), atol=1e-4)
+        assert raw.shape == (2, LATENT_CHANNELS, 5, 16, 16)
+        decoded = vae.decode(raw).sample
+    assert (decoded - x).abs().max() < 1e-4
+
+
+def test_tokenizer_knows_every_prompt_word_and_ends_with_eos():
+    tok = build_tokenizer()
+    ids = tok(sample_spec(3).prompt).input_ids
+    assert tok.unk_token_id not in ids and ids[-1] == tok.eos_token_id
+    assert len(tok) == len(vocabulary()) + 3
+    assert tok("a Purple dog").input_ids.count(tok.unk_token_id) == 2
+
+
+def test_lr_schedule_warms_up_then_decays_to_a_tenth():
+    cfg = TrainConfig(warmup_steps=10, max_steps=110)
+    lrs = [lr_at(s, cfg, 110) for s in range(110)]
+    assert lrs[0] == pytest.approx(cfg.lr / 10) and max(lrs) == pytest.approx(cfg.lr)
+    assert lrs[-1] == pytest.approx(0.1 * cfg.lr, rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="preset='huge'"):
+        TrainConfig(preset="huge")
+    with pytest.raises(ValueError, match="max_steps=0 and max_minutes=0"):
+        parse_args(["--max-minutes", "0"])
+
+
+def test_tiny_training_run_saves_a_wan_pipeline_that_generates(tiny_run):
+    from diffusers import WanPipeline
+
+    out, model_dir = tiny_run
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) == 5
+    assert json.loads((out / "train.json").read_text())["steps"] == 4
+    assert (model_dir / "transformer" / "diffusion_pytorch_model.safetensors").exists()
+    index = json.loads((model_dir / "model_index.json").read_text())
+    assert index["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
+
+    mcfg = load_model_config(model_dir)
+    assert mcfg == TINY
+    pipe = WanPipeline.from_pretrained(str(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = generation_kwargs(mcfg, steps=2)
+    video = pipe(prompt=sample_spec(0).prompt, output_type="pt", generator=torch.Generator().manual_seed(0),
+                 **kwargs).frames
+    assert video.shape == (1, TINY.frames, 3, TINY.height, TINY.width)
+    again = pipe(prompt=sample_spec(0).prompt, output_type="pt", generator=torch.Generator().manual_seed(0),
+                 **kwargs).frames
+    assert torch.equal(video, again)

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from eval.default_model.detector import CHANCE, detect, parse_prompt, score_clip, summarise
+from eval.default_model.procedural import COLOURS, DIRECTIONS, FRAMES, HEIGHT, WIDTH, render, sample_spec, vocabulary
+
+
+def _clips(seeds):
+    specs = [sample_spec(s) for s in seeds]
+    frames = torch.cat([render(specs[i:i + 8]) for i in range(0, len(specs), 8)])
+    return specs, frames
+
+
+def test_same_seed_same_clip_and_prompt():
+    a, b = sample_spec(123), sample_spec(123)
+    assert a.prompt == b.prompt
+    fa, fb = render([a]), render([b])
+    assert torch.equal(fa, fb)
+    assert fa.shape == (1, FRAMES, HEIGHT, WIDTH, 3) and fa.dtype == torch.float32
+    assert 0 <= fa.min() and fa.max() <= 1
+    assert not torch.equal(fa, render([sample_spec(124)]))
+
+
+def test_batched_render_matches_single():
+    specs = [sample_spec(s) for s in (3, 4, 5)]
+    assert torch.allclose(render(specs)[1], render([specs[1]])[0], atol=1e-6)
+
+
+def test_clips_move_and_vary():
+    specs, frames = _clips(range(16))
+    assert len({s.prompt for s in specs}) == 16
+    motion = (frames[:, 1:] - frames[:, :-1]).abs().mean((1, 2, 3, 4))
+    assert (motion > 1e-3).all()  # every clip has moving content
+    assert frames.std() > 0.15
+
+
+def test_prompts_use_only_the_vocabulary_and_name_the_subject():
+    words = set(vocabulary())
+    for seed in range(200):
+        spec = sample_spec(seed)
+        assert set(spec.prompt.split()) <= words, spec.prompt
+        assert parse_prompt(spec.prompt) == (spec.main.colour, spec.direction)
+    seen = {parse_prompt(sample_spec(s).prompt) for s in range(400)}
+    assert {c for c, _ in seen} == set(COLOURS) and {d for _, d in seen} == set(DIRECTIONS)
+
+
+def test_detector_scores_procedural_clips_near_perfectly():
+    specs, frames = _clips(range(1000, 1048))
+    summary = summarise([score_clip(f, s.prompt) for f, s in zip(frames, specs)])
+    assert summary["colour_acc"] >= 0.95 and summary["direction_acc"] >= 0.95, summary
+
+
+def test_detector_scores_noise_near_chance():
+    specs = [sample_spec(s) for s in range(2000, 2096)]
+    noise = torch.rand(len(specs), FRAMES, HEIGHT, WIDTH, 3, generator=torch.Generator().manual_seed(0))
+    summary = summarise([score_clip(f, s.prompt) for f, s in zip(noise, specs)])
+    # chance is 1/6 and 1/4; 96 clips put these bounds about four standard deviations out
+    assert summary["colour_acc"] <= CHANCE["colour"] + 0.16, summary
+    assert summary["direction_acc"] <= CHANCE["direction"] + 0.18, summary
+
+
+def test_detector_sees_a_reversed_clip_move_the_other_way():
+    spec = sample_spec(7)
+    frames = render([spec])[0]
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    assert detect(frames) == (spec.main.colour, spec.direction)
+    assert detect(frames.flip(0)) == (spec.main.colour, opposite[spec.direction])
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="seed=-1"):
+        sample_spec(-1)
+    with pytest.raises(ValueError, match="moves <direction>"):
+        parse_prompt("a dog runs")
+    with pytest.raises(ValueError, match=r"expected \(T, H, W, 3\)"):
+        detect(torch.rand(4, 8, 8))
+    with pytest.raises(ValueError, match="one \\(frames, height, width\\)"):
+        render([sample_spec(1), sample_spec(2, frames=8)])

@@ -1,0 +1,45 @@
+"""The end-to-end benchmark at toy size on the CPU: the rows and figure it writes, and its Amdahl account."""
+import pandas as pd
+import pytest
+
+from eval.bench_e2e import MODELS, TOY, bench_methods, main, summarise, video_tokens
+
+
+def test_toy_run_writes_table_and_figure(tmp_path):
+    out = tmp_path / "e2e.csv"
+    df = main(["--toy", "--repeats", "1", "--densities", "0.25", "--out", str(out)])
+    assert out.is_file() and out.with_suffix(".png").is_file()
+    saved = pd.read_csv(out)
+    assert len(saved) == len(df) == 2 * 5  # dense; positional, svg2 at one density; both presets; two models
+    assert "error" not in saved or saved["error"].isna().all()
+    assert (saved["timer"] == "cpu_wall").all() and saved["finite"].all()
+    assert saved["tokens"].tolist() == [192] * 10
+    dense = saved[saved["method_name"] == "dense"]
+    assert (dense["density"] == 1.0).all() and (dense["ceiling_fraction"] == 1.0).all()
+    sparse = saved[saved["method"].isin(["positional_d0.25", "svg2_d0.25"])]
+    assert (sparse["density"] < 0.6).all()
+    # A sparse step's ceiling is below the dense step it is measured against.
+    assert (sparse["ms_ceiling"] < dense["ms_step"].repeat(2).to_numpy()).all()
+
+
+def test_amdahl_ceiling_and_generation_account():
+    spec = TOY["wan_toy"]
+    dense = dict(ms_step=100.0, calls=[{"density": 1.0, "ms_attend": 30.0}, {"density": 1.0, "ms_attend": 30.0}])
+    sparse = dict(ms_step=80.0, ms_step_min=79.0, ms_cold=120.0, finite=True,
+                  calls=[{"density": 1.0, "ms_attend": 30.0},
+                         {"density": 0.5, "ms_cluster": 2.0, "ms_attend": 13.0}])
+    row = summarise("svg2_x", "svg2", sparse, dense, spec, steps=10, warmup_fraction=0.2)
+    assert row["ms_ceiling"] == pytest.approx(40 + 30 + 0.5 * 30)  # other + density-weighted dense attention
+    assert row["ceiling_fraction"] == pytest.approx(85 / 80)
+    assert row["density"] == pytest.approx(0.75) and row["ms_self_attention"] == pytest.approx(45)
+    # 2 dense steps, one cold sparse step, 7 warm ones; two CFG branches each.
+    assert row["ms_generation"] == pytest.approx(2 * (2 * 100 + 120 + 7 * 80))
+    assert row["speedup_generation"] == pytest.approx(1000 / 880)
+
+
+def test_real_configs_have_the_documented_token_counts():
+    assert {n: video_tokens(m) for n, m in MODELS.items()} == \
+           {"wan_1.3b_480p": 32_760, "wan_14b_720p": 75_600, "hunyuan_720p": 118_800}
+    methods = bench_methods(MODELS["wan_14b_720p"], [0.15], ["cudnn", "flash"])
+    assert methods["svg2_preset"][1]["num_q_clusters"] == 300
+    assert methods["svg2_d0.15"][1]["top_k"] == 150 and methods["positional_d0.15"][1]["top_k"] == 89

@@ -1,0 +1,22 @@
+import pandas as pd
+
+from tests.eval.conftest import run_cli
+
+SMALL_ATTENTION = ["experiment=attention_synthetic", "workload.shape=null", "workload.grid=[3,8,8]",
+                   "workload.dtype=float32", "workload.centres=16", "workload.repeats=1", "workload.warmup=0",
+                   "model.clusters.q=8", "model.clusters.k=16", "progress=false"]
+
+
+def test_multirun_through_submitit_local_executor(tmp_path, cache_dir):
+    results = tmp_path / "results"
+    proc = run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                   f"hydra.sweep.dir={tmp_path / 'multirun'}", "method=svg2", "method.top_p=0.5,0.9",
+                   *SMALL_ATTENTION, f"results_dir={results}", f"cache_dir={cache_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_csv(results / "results.csv")
+    assert sorted(df["method.top_p"]) == [0.5, 0.9] and (df["status"] == "ok").all()
+    # each job ran in its own submitit process and wrote its own log
+    assert len(list((tmp_path / "multirun" / ".submitit").glob("*/*_log.out"))) == 2
+    # the multirun callback drew the frontier once every job had finished
+    assert (results / "frontier.png").is_file() and "frontier plot:" in proc.stdout
+    assert df.set_index("method.top_p")["density"][0.5] < df.set_index("method.top_p")["density"][0.9]

@@ -1,0 +1,147 @@
+import math
+
+import pandas as pd
+import pytest
+
+from eval.reproduce import paper_tables
+from eval.results import ResultStore
+from tests.eval.conftest import TINY, run_cli, run_sweep
+
+QUICK_METHODS = 6  # conf/sweep/quick.yaml
+
+
+def test_default_sweep_writes_rows_table_figure_and_gifs(quick_results):
+    folder, proc = quick_results
+    assert "frontier plot:" in proc.stdout and str(folder / "frontier.png") in proc.stdout
+    assert "| method | label | psnr |" in proc.stdout  # the frontier table
+    df = pd.read_csv(folder / "results.csv")
+    assert len(df) == QUICK_METHODS and (df["status"] == "ok").all()
+    assert set(df["method"]) == {"dense", "positional", "svg2"}
+    assert len(pd.read_parquet(folder / "results.parquet")) == QUICK_METHODS
+    for col in ("method.top_p", "method.num_q_clusters", "workload.steps", "prompt", "seed", "psnr", "ssim", "lpips",
+                "density", "flops", "flops_ratio", "e2e_ms", "e2e_ms_dense", "speedup_e2e", "ms_cluster", "ms_attend",
+                "timer", "hardware", "torch", "diffusers", "commit"):
+        assert col in df, col
+    assert (df["timer"] == "cpu_wall").all()
+    dense = df[df["method"] == "dense"].iloc[0]
+    assert math.isinf(dense["psnr"]) and dense["density"] == 1 and dense["flops_ratio"] == 1
+    svg2 = df[df["method"] == "svg2"]
+    assert (svg2["density"] < 1).all() and (svg2["flops"] < dense["flops"]).all()
+    # a tighter budget keeps fewer blocks
+    by_p = svg2.set_index("method.top_p")["sparse_density"]
+    assert by_p[0.5] < by_p[0.7] < by_p[0.9]
+    assert all((folder / "frames" / f"{k}.gif").is_file() for k in df["key"])
+    assert (folder / "frontier.png").stat().st_size > 10_000 and (folder / "frontier.md").is_file()
+
+
+def test_rerun_skips_finished_rows_and_recomputes_lost_ones(quick_results, cache_dir):
+    folder, _ = quick_results
+    store = ResultStore(folder)
+    rows = {r["key"]: r for r in store.rows()}
+    lost = sorted(rows)[0]
+    store.path(lost).unlink()  # as if the sweep had been interrupted before this row
+    run_sweep(*TINY, f"results_dir={folder}", f"cache_dir={cache_dir}")
+    after = {r["key"]: r for r in store.rows()}
+    assert set(after) == set(rows)
+    for key, row in rows.items():
+        same = after[key]["finished_at"] == row["finished_at"]
+        assert same == (key != lost), key
+
+
+def test_failing_row_records_error_and_sweep_goes_on(tmp_path, cache_dir):
+    methods = "[{name: svg2, num_q_clusters: 100000}, {name: dense}]"
+    value = run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", f"sweep.methods={methods}")
+    rows = {r["method"]: r for r in ResultStore(tmp_path).rows()}
+    assert rows["svg2"]["status"] == "error" and "num_q_clusters=100000" in rows["svg2"]["error"]
+    assert rows["dense"]["status"] == "ok" and value == math.inf
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert set(df["status"]) == {"ok", "error"}
+
+
+def test_config_error_stops_before_any_generation(tmp_path, cache_dir):
+    with pytest.raises(ValueError, match=r"top_p=1.5 is outside \(0, 1\]"):
+        run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", "method=svg2", "method.top_p=1.5")
+    assert not (tmp_path / "rows").exists()
+
+
+def test_single_method_override_runs_only_that_method(tmp_path, cache_dir):
+    run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", "method=positional", "method.top_p=0.6")
+    (row,) = ResultStore(tmp_path).rows()
+    assert row["method"] == "positional" and row["method.top_p"] == 0.6 and row["status"] == "ok"
+    assert row["method.block_size"] == 8  # from the model's recommendation (conf/model/tiny.yaml)
+
+
+@pytest.mark.parametrize("experiment,extra", [
+    ("svg2_knobs", []),
+    ("attention_captured", ["workload.capture_steps=[0,1]"]),
+    ("attention_synthetic", ["workload.shape=null", "workload.grid=[3,8,8]", "workload.dtype=float32",
+                             "model.clusters.q=8", "model.clusters.k=16", "model.block_size=16",
+                             "workload.repeats=1", "workload.warmup=0"]),
+])
+def test_every_experiment_runs_at_tiny_budget(experiment, extra, tmp_path, cache_dir):
+    tiny = TINY if experiment == "svg2_knobs" else [o for o in TINY if "warmup_steps" not in o]
+    run_sweep(*tiny, f"experiment={experiment}", f"results_dir={tmp_path}", f"cache_dir={cache_dir}", *extra)
+    rows = ResultStore(tmp_path).rows()
+    assert rows and all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    if experiment.startswith("attention"):
+        dense = [r for r in rows if r["method"] == "dense"]
+        assert dense[0]["rel_l2"] < 1e-6
+        sparse = [r for r in rows if r["method"] == "svg2"]
+        assert all(0 < r["rel_l2"] < 1 and r["density"] < 1 for r in sparse)
+        ((title, table),) = paper_tables(tmp_path)
+        assert "workload: attention" in title
+        assert list(table.columns) == ["method", "rel. L2", "cos. error", "density", "FLOPs ratio",
+                                       "attn. speedup (CPU time ratio)"]
+
+
+def test_paper_preset_runs_on_a_tiny_pipeline_of_its_kind(tmp_path, cache_dir):
+    from svg2.diffusers import build_tiny_pipeline
+
+    path = cache_dir / "models" / "tiny_wan_t2v"
+    if not (path / "model_index.json").is_file():
+        build_tiny_pipeline("wan_t2v", path)
+    run_sweep("sweep=wan_t2v_720p", f"model.path={path}", "model.height=64", "model.width=64", "model.frames=9",
+              "model.clusters.q=8", "model.clusters.k=16", "model.block_size=8", "model.dtype=float32",
+              "workload.num_prompts=1", "workload.steps=5", "workload.warmup_steps=0", "progress=false",
+              f"results_dir={tmp_path}", f"cache_dir={cache_dir}")
+    rows = ResultStore(tmp_path).rows()
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    svg2 = next(r for r in rows if r["method"] == "svg2" and r["method.top_p"] == 0.9)
+    # dense warm-up: first 20% of 5 steps (1 step) and layer 0 of 2 layers run dense, both CFG branches
+    calls = svg2["per_call"]
+    assert len(calls) == 5 * 2 * 2
+    assert [c["dense"] for c in calls] == [c["step"] < 1 or c["layer"] < 1 for c in calls]
+    assert svg2["model"] == "wan2.1-t2v-14b" and svg2["flops"] > 0
+
+
+def test_reproduce_prints_markdown_and_csv(quick_results):
+    folder, _ = quick_results
+    proc = run_cli(str(folder), module="eval.reproduce")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| method | PSNR | SSIM | LPIPS | density | MFLOPs | speedup (CPU time ratio) |" in proc.stdout
+    assert "not speedups of the method" in proc.stdout
+    table = pd.read_csv(folder / "table.csv")
+    assert len(table) == QUICK_METHODS and table["method"].iloc[0] == "dense"
+
+
+def test_dense_reference_is_cached_per_model_prompt_seed_steps_and_resolution(tmp_path, monkeypatch):
+    import eval.sweep
+    from eval.workloads.video import VideoWorkload
+
+    cache = tmp_path / "cache"
+    generated = []
+    original = VideoWorkload.generate
+    monkeypatch.setattr(VideoWorkload, "generate",
+                        lambda self, pipe, method, *a: generated.append(method.name) or original(self, pipe, method, *a))
+
+    def sweep(*extra):
+        monkeypatch.setattr(eval.sweep, "_REFS", {})  # a new process: nothing timed in memory
+        run_sweep(*TINY, "method=positional", "metrics.time_dense=false", f"results_dir={tmp_path / 'r'}",
+                  f"cache_dir={cache}", *extra)
+
+    sweep()
+    assert generated == ["dense", "positional"] and len(list((cache / "dense").glob("*.pt"))) == 1
+    sweep("method.top_p=0.5")  # another method config: the reference comes from disk
+    assert generated[2:] == ["positional"]
+    sweep("workload.steps=3")  # another step count: another reference
+    assert generated[3:] == ["dense", "positional"] and len(list((cache / "dense").glob("*.pt"))) == 2
