@@ -7,6 +7,7 @@ flight and a rerun skips every row already finished. ``combine`` rebuilds ``resu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -88,9 +89,9 @@ class ResultStore:
                     flat[col] = flat[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
                 elif flat[col].dtype == object:
                     flat[col] = flat[col].map(lambda v: None if v is None else str(v))
-            tmp = self.folder / ".results.parquet.tmp"
-            flat.to_parquet(tmp, index=False)
-            os.replace(tmp, self.folder / "results.parquet")
+            buf = io.BytesIO()  # through atomic_write: concurrent jobs each use their own temporary file
+            flat.to_parquet(buf, index=False)
+            atomic_write(self.folder / "results.parquet", buf.getvalue())
         return df
 
 
