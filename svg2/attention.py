@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from svg2.blocks import BlockMap
+from svg2.checks import kernel_covers
 
 # Fastest first; measured on the project's H200: cuDNN 207 ms vs flash 330 ms at Wan 14B 720p.
 DENSE_BACKENDS = ("cudnn", "flash", "efficient", "math")
@@ -45,11 +46,10 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
     Query cluster i owns rows ``[sum(row_sizes[:i]), +row_sizes[i])``, key cluster j the columns
     ``[sum(col_sizes[:j]), +col_sizes[j])``. Rows whose kept key clusters hold no token output 0.
     """
-    b, h, s, d = q.shape
-    qc, kc = block_map.keep.shape[-2:]
+    b, h = q.shape[:2]
     if tuple(block_map.keep.shape[:2]) != (b, h):
         raise ValueError(f"block map is for (B, H)={tuple(block_map.keep.shape[:2])}; q has {(b, h)}")
-    if q.is_cuda and d >= 16 and d & (d - 1) == 0 and q.dtype in (torch.float16, torch.bfloat16, torch.float32):
+    if all(kernel_covers(t) for t in (q, k, v)):
         # Triton kernel; it does not check that the sizes sum to S (reading them back would synchronise).
         from svg2.kernels.varblock import varblock_attention
 

@@ -51,3 +51,11 @@ def check_fraction(name: str, value: float, *, allow_zero: bool = False) -> None
 def is_capturing(x: torch.Tensor) -> bool:
     """True while a CUDA graph is being captured on the current stream (host syncs are illegal then)."""
     return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def kernel_covers(x: torch.Tensor) -> bool:
+    """CUDA tensors the Triton kernels in svg2/kernels handle (fp16/bf16/fp32, head dim a power of two >= 16,
+    unit stride on the last dim); everything else takes the torch path."""
+    d = x.shape[-1]
+    return (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16, torch.float32) and d >= 16
+            and d & (d - 1) == 0 and x.stride(-1) == 1)

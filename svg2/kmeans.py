@@ -10,17 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from svg2.checks import check_clusters
+from svg2.checks import check_clusters, kernel_covers
 
 # Elements of the (rows, K) distance block computed at once; bounds the torch path's memory.
 _DIST_CHUNK = 1 << 24
-
-
-def _use_triton(x: torch.Tensor) -> bool:
-    """CUDA tensors the Triton kernels cover (svg2/kernels/kmeans.py); everything else takes the torch path."""
-    d = x.shape[-1]
-    return (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16, torch.float32) and d >= 16
-            and d & (d - 1) == 0 and x.stride(-1) == 1)
 
 
 @dataclass
@@ -37,7 +30,7 @@ def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 and ||x||^2 does not change the argmin, so only
     ||c||^2 - 2 x.c is formed, in row chunks so an (S, K) matrix is never held whole.
     """
-    if _use_triton(x):
+    if kernel_covers(x):
         from svg2.kernels.kmeans import assign_nearest
 
         return assign_nearest(x, centroids)
@@ -66,7 +59,7 @@ def cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.T
 
 def kmeans_update(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Means of the assigned tokens; empty clusters keep ``prev``. Returns (centroids, sizes)."""
-    if _use_triton(x):
+    if kernel_covers(x):
         from svg2.kernels.kmeans import cluster_means
 
         return cluster_means(x, labels, prev)
