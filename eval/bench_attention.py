@@ -15,12 +15,13 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import traceback
 from dataclasses import dataclass
 
 import torch
 
+from eval.clock import Clock, median_ms
+from eval.results import environment
 from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.kernels.permute import gather_rows
@@ -49,20 +50,11 @@ SHAPES = {
     "hunyuan_720p": Shape("hunyuan_720p", 24, (33, 45, 80), extra=256, qc=400),  # 24 x 119,056
 }
 D = 128
+CUDA_CLOCK = Clock("cuda")
 
 
 def time_ms(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return median_ms(CUDA_CLOCK, fn, repeats, warmup)
 
 
 def peak_extra_bytes(fn) -> int:
@@ -265,16 +257,6 @@ def bench_flex(q, k, v, density, args, add):
     del qf, kf, vf
 
 
-def git_commit() -> str:
-    if os.environ.get("SVG2_COMMIT"):
-        return os.environ["SVG2_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def plot(df, path: str) -> None:
     import matplotlib
 
@@ -311,7 +293,7 @@ def main(argv=None):
         raise SystemExit("bench_attention needs a CUDA device")
     import pandas as pd
 
-    base = dict(gpu=torch.cuda.get_device_name(), commit=git_commit(), torch=torch.__version__,
+    base = dict(gpu=torch.cuda.get_device_name(), commit=environment()["commit"], torch=torch.__version__,
                 triton=__import__("triton").__version__, dtype="bfloat16")
     rows: list[dict] = []
     for name in args.shapes.split(","):

@@ -12,28 +12,19 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from eval.clock import Clock, median_ms
+from eval.metrics.attention import relative_l2
 from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.methods import build_method
 
 
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((out.double() - ref.double()).norm() / ref.double().norm())
+CPU_CLOCK = Clock("cpu")
 
 
 def run(heads: int, grid, head_dim: int, scale: float, repeats: int, methods: dict[str, dict]) -> pd.DataFrame:
@@ -41,7 +32,7 @@ def run(heads: int, grid, head_dim: int, scale: float, repeats: int, methods: di
     shape = tuple(q.shape)
     dense_out = dense_attention(q, k, v)
     rows = [dict(method="dense", config="sdpa", density=1.0, rel_l2=0.0,
-                 ms_call=median_ms(lambda: dense_attention(q, k, v), repeats))]
+                 ms_call=median_ms(CPU_CLOCK, lambda: dense_attention(q, k, v), repeats))]
     for label, (name, cfg) in methods.items():
         m = build_method(name, **cfg)
         out = m(q, k, v)  # first call: clusters from scratch (kmeans_iters_first)
@@ -50,10 +41,10 @@ def run(heads: int, grid, head_dim: int, scale: float, repeats: int, methods: di
         def call():
             calls.append(m(q, k, v))  # later calls: warm-started, as on every denoising step after the first
 
-        ms_call = median_ms(call, repeats)
+        ms_call = median_ms(CPU_CLOCK, call, repeats)
         stats = [s.as_row() for s in m.stats[1:]]
         stage = {key: statistics.median(r[key] for r in stats) for key in stats[0] if key.startswith("ms_")}
-        rows.append(dict(method=name, config=label, density=stats[-1]["density"], rel_l2=rel_err(calls[-1], dense_out),
+        rows.append(dict(method=name, config=label, density=stats[-1]["density"], rel_l2=relative_l2(dense_out, calls[-1]),
                          ms_call=ms_call, **stage))
         del out
     df = pd.DataFrame(rows)

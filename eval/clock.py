@@ -2,6 +2,7 @@
 end), ``perf_counter`` on the CPU. Rows record which one was used (``timer``: cuda_events | cpu_wall)."""
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -38,3 +39,15 @@ class ForwardTimer:
         for h in self._handles:
             h.remove()
         return [self.clock.ms(a, b) for a, b in self.spans if b is not None]
+
+
+def median_ms(clock: Clock, fn, repeats: int, warmup: int = 0) -> float:
+    """Median milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = clock.mark()
+        fn()
+        times.append(clock.ms(start, clock.mark()))
+    return statistics.median(times)

@@ -18,12 +18,18 @@ def permutation_from_labels(labels: torch.Tensor, num_labels: int) -> Permutatio
     """(N, S) labels in [0, num_labels) -> the stable sorting permutation, its inverse and run lengths."""
     if labels.dim() != 2:
         raise ValueError(f"labels have {labels.dim()} dims (shape {tuple(labels.shape)}); expected (N, S)")
-    n, s = labels.shape
+    n, _ = labels.shape
     order = torch.sort(labels, dim=1, stable=True).indices
-    inverse = torch.empty_like(order).scatter_(1, order, torch.arange(s, device=labels.device).expand(n, s))
     sizes = torch.zeros(n, num_labels, dtype=torch.long, device=labels.device)
     sizes.scatter_add_(1, labels, torch.ones_like(labels))
-    return Permutation(order=order, inverse=inverse, sizes=sizes)
+    return permutation_from_order(order, sizes)
+
+
+def permutation_from_order(order: torch.Tensor, sizes: torch.Tensor) -> Permutation:
+    """A permutation given by its order (N, S) and run lengths (N, K); the inverse is derived."""
+    n, s = order.shape
+    inverse = torch.empty_like(order).scatter_(1, order, torch.arange(s, device=order.device).expand(n, s))
+    return Permutation(order=order.contiguous(), inverse=inverse, sizes=sizes.reshape(n, -1))
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eval.metrics.attention import relative_l2
 from svg2.methods import DenseMethod, build_method
 
 TOP_P = (0.3, 0.5, 0.7, 0.9, 0.97, 0.99)
@@ -70,10 +71,6 @@ def record(model_dir: Path, seed: int, steps=STEPS) -> dict:
     return recorder.calls
 
 
-def rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((out.double() - ref.double()).norm() / ref.double().norm())
-
-
 def sweep(calls: dict) -> pd.DataFrame:
     rows = []
     for (step, layer, branch), (q, k, v, grid) in sorted(calls.items()):
@@ -83,7 +80,7 @@ def sweep(calls: dict) -> pd.DataFrame:
                 method = build_method(name, **config)
                 out = method(q, k, v, layer=layer, branch=branch, grid=grid)
                 rows.append(dict(method=label, top_p=top_p, step=step, layer=layer, tokens=q.shape[2],
-                                 density=method.stats[-1].as_row()["density"], rel_l2=rel_l2(out, ref)))
+                                 density=method.stats[-1].as_row()["density"], rel_l2=relative_l2(ref, out)))
     return pd.DataFrame(rows)
 
 

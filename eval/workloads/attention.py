@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import copy
 import io
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from eval.clock import Clock
+from eval.clock import Clock, median_ms
 from eval.metrics import SHAPES, cosine_error, relative_l2
 from eval.results import atomic_write, stable_key
 from eval.workloads.common import ratio, summarise_calls
@@ -152,10 +151,10 @@ def run_attention_item(workload: AttentionWorkload, calls: list[Captured], metho
         stats = method.stats[-1].as_row()
         errors.append((relative_l2(ref, out), cosine_error(ref, out)))
         saved_state, saved_stats = copy.deepcopy(method.state), list(method.stats)
-        sparse_ms.append(_median_ms(clock, lambda: method(q, k, v, layer=c.layer, branch=c.branch, grid=c.grid),
+        sparse_ms.append(median_ms(clock, lambda: method(q, k, v, layer=c.layer, branch=c.branch, grid=c.grid),
                                     workload.repeats, workload.warmup))
         method.state, method.stats = saved_state, saved_stats
-        dense_ms.append(_median_ms(clock, lambda: dense_attention(q, k, v, "auto"), workload.repeats, workload.warmup))
+        dense_ms.append(median_ms(clock, lambda: dense_attention(q, k, v, "auto"), workload.repeats, workload.warmup))
         per_call.append({**stats, "rel_l2": errors[-1][0], "cos_err": errors[-1][1], "shape": list(q.shape),
                          "call_ms": sparse_ms[-1], "dense_ms": dense_ms[-1]})
     row = summarise_calls([s.as_row() for s in method.stats])
@@ -164,14 +163,3 @@ def run_attention_item(workload: AttentionWorkload, calls: list[Captured], metho
                speedup_attn=ratio(sum(dense_ms), sum(sparse_ms)), flops_ratio=row["density"],
                tokens=calls[0].q.shape[2], per_call=per_call)
     return row
-
-
-def _median_ms(clock: Clock, fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(max(repeats, 1)):
-        start = clock.mark()
-        fn()
-        times.append(clock.ms(start, clock.mark()))
-    return statistics.median(times)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from svg2.attention import dense_attention
 from svg2.blocks import BlockMap
 from svg2.checks import is_capturing
-from svg2.permute import Permutation
+from svg2.permute import Permutation, permutation_from_order
 
 
 def check_joint(video: slice | None, key_mask: torch.Tensor | None, b: int, s: int) -> slice:
@@ -75,11 +75,5 @@ def extend_plan(plan, b: int, h: int, s: int, video: slice, key_mask: torch.Tens
     valid = valid[:, None, None].expand(b, h, 1)
     row_sizes = torch.cat([bm.row_sizes, torch.full((b, h, 1), st, dtype=torch.long, device=device)], dim=-1)
     col_sizes = torch.cat([bm.col_sizes, valid, st - valid], dim=-1)
-    return Plan(BlockMap(keep, row_sizes, col_sizes), q_perm=_permutation(q_order, row_sizes),
-                k_perm=_permutation(k_order, col_sizes), kmeans_iters=plan.kmeans_iters)
-
-
-def _permutation(order: torch.Tensor, sizes: torch.Tensor) -> Permutation:
-    n, s = order.shape
-    inverse = torch.empty_like(order).scatter_(1, order, torch.arange(s, device=order.device).expand(n, s))
-    return Permutation(order=order.contiguous(), inverse=inverse, sizes=sizes.reshape(n, -1))
+    return Plan(BlockMap(keep, row_sizes, col_sizes), q_perm=permutation_from_order(q_order, row_sizes),
+                k_perm=permutation_from_order(k_order, col_sizes), kmeans_iters=plan.kmeans_iters)

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from eval.default_model.attention_error import Recorder, at_equal_density, record, rel_l2
+from eval.default_model.attention_error import Recorder, at_equal_density, record
 from eval.default_model.components import TINY, load_model_config
+from eval.metrics.attention import relative_l2
 from eval.default_model.evaluate import generate, load_pipeline, prompt_following
 
 SHIPPED = Path(__file__).parents[2] / "eval" / "default_model" / "model"
@@ -32,7 +33,7 @@ def test_recorder_keeps_self_attention_inputs_of_every_layer(tiny_run):
     assert grid == (cfg.frames, cfg.height // 4, cfg.width // 4)
     assert q.shape == (1, cfg.num_heads, math.prod(grid), cfg.head_dim) and k.shape == v.shape == q.shape
     out = Recorder(steps=())(q, k, v)
-    assert rel_l2(out, torch.nn.functional.scaled_dot_product_attention(q, k, v)) < 1e-5
+    assert relative_l2(torch.nn.functional.scaled_dot_product_attention(q, k, v), out) < 1e-5
 
 
 def test_equal_density_interpolates_in_log_density():
