@@ -116,6 +116,17 @@ def flex_block_mask(heads: int, s: int, density: float, block: int = 128, seed: 
     return BlockMask.from_kv_blocks(num, idx, BLOCK_SIZE=block), count / nb
 
 
+def parse_config(spec: str) -> VarblockConfig:
+    """'M64 N64 w4 s3 c16' (any subset; the rest from VarblockConfig's defaults) -> VarblockConfig."""
+    keys = dict(M="block_m", N="block_n", w="num_warps", s="num_stages", c="chunk")
+    fields = {}
+    for tok in spec.split():
+        if tok[:1] not in keys or not tok[1:].isdigit():
+            raise ValueError(f"kernel config {spec!r}: unknown token {tok!r}; expected e.g. 'M64 N64 w4 s3 c16'")
+        fields[keys[tok[0]]] = int(tok[1:])
+    return VarblockConfig(**fields)
+
+
 def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
     s, h = shape.seq_len, shape.heads
     if inputs == "structured":
@@ -182,26 +193,36 @@ def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
     kept = bm.kept_pairs().sum().item()
     plan_density = kept / (h * s * s)
     sweep = shape.name in args.sweep.split(",") and inputs == "structured"
-    configs = [default_config(D)] + ([VarblockConfig(128, 64, 4, 3, "table"), VarblockConfig(128, 128, 8, 3, "table"),
-                                      VarblockConfig(128, 64, 8, 3, "table"), VarblockConfig(128, 64, 4, 4, "table"),
-                                      VarblockConfig(128, 128, 4, 3), VarblockConfig(128, 64, 4, 4)]
+    configs = [default_config(D)] + ([parse_config(spec) for spec in args.kernel_configs.split(",") if spec]
                                      if sweep else [])
     for c in configs:
         vplan = make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
                           bm.col_sizes.reshape(n, -1), s, c)
-        ms = time_ms(lambda: varblock_attention(*permuted, bm.keep, bm.row_sizes, bm.col_sizes, config=c,
-                                                plan=vplan), args.repeats)
-        add("varblock_kernel", ms, plan_density, f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} {c.key_search}")
-        ms = time_ms(lambda: varblock_attention(*flat, bm.keep, bm.row_sizes, bm.col_sizes, config=c, plan=vplan,
-                                                q_order=qp, k_order=kp), args.repeats)
-        add("varblock_kernel_fused", ms, plan_density, f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} {c.key_search}")
+        name = f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} c{c.chunk}"
+        try:
+            ms = time_ms(lambda: varblock_attention(*permuted, bm.keep, bm.row_sizes, bm.col_sizes, config=c,
+                                                    plan=vplan), args.repeats)
+        except Exception as err:  # a config that does not compile (shared memory, registers) is reported
+            print(f"{name}: failed ({type(err).__name__}: {err})")
+            continue
+        add("varblock_kernel", ms, plan_density, name)
+        if c == configs[0]:
+            # q read and the output written through the query order; k, v permuted (what the method runs).
+            ms = time_ms(lambda: varblock_attention(flat[0], *permuted[1:], bm.keep, bm.row_sizes, bm.col_sizes,
+                                                    config=c, plan=vplan, q_order=qp), args.repeats)
+            add("varblock_kernel_qorder", ms, plan_density, name)
+            ms = time_ms(lambda: varblock_attention(*flat, bm.keep, bm.row_sizes, bm.col_sizes, config=c, plan=vplan,
+                                                    q_order=qp, k_order=kp), args.repeats)
+            add("varblock_kernel_fused", ms, plan_density, name)
     dc = default_config(D)
     ms = time_ms(lambda: make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
                                    bm.col_sizes.reshape(n, -1), s, dc), args.repeats)
-    add("varblock_plan", ms, 0.0, f"M{dc.block_m} N{dc.block_n} {dc.key_search}")
+    add("varblock_plan", ms, 0.0, f"M{dc.block_m} N{dc.block_n} c{dc.chunk}")
     ms_perm = time_ms(lambda: [gather_rows(flat[0], qp), gather_rows(flat[1], kp), gather_rows(flat[2], kp),
                                gather_rows(permuted[0], plan.q_perm.inverse)], args.repeats)
     add("permute_qkv_and_inverse", ms_perm, 0.0, "4 row gathers")
+    ms_perm_kv = time_ms(lambda: [gather_rows(flat[1], kp), gather_rows(flat[2], kp)], args.repeats)
+    add("permute_kv", ms_perm_kv, 0.0, "2 row gathers (what an svg2 call materialises)")
     del permuted
 
     # k-means: ours vs flash-kmeans, Q (QC) and K (1000), 2 iterations from the same warm centroids.
@@ -287,6 +308,8 @@ def main(argv=None):
     p.add_argument("--dense-both", action="store_true", help="time dense SDPA on structured inputs too")
     p.add_argument("--no-flex", dest="flex", action="store_false")
     p.add_argument("--sweep", default="", help="shapes (comma-separated) on which to time several kernel tile configs")
+    p.add_argument("--kernel-configs", default="M64 N64 w4 s3 c8,M64 N64 w4 s2,M128 N64 w4 s3,M128 N128 w8 s3",
+                   help="comma-separated sparse-kernel configs timed on --sweep shapes, e.g. 'M64 N64 w4 s3 c16'")
     p.add_argument("--out", default="results/bench/attention_h200.csv")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

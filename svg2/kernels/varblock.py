@@ -6,24 +6,23 @@ of its kept key clusters, with an exact online softmax (flash-attention style, e
 
 Tiles stay full on both sides where they can:
 - query tiles are BLOCK_M rows of one cluster (a cluster of r rows takes ceil(r / BLOCK_M) tiles);
-- the kept key clusters of row i, in index order, form a virtual sequence of L_i tokens
-  (``cum[i, j]`` = kept tokens before cluster j). A key tile is BLOCK_N consecutive virtual positions,
-  so it spans as many small clusters as it needs; position v is gathered from
-  ``col_start[j] + (v - cum[j])`` where j is its cluster, found by counting the cluster boundaries in a
-  window of BLOCK_N compacted kept clusters after the tile's first cluster (one vector load per tile).
-  The tile's first cluster comes from a table built by searchsorted (``key_search='table'``, the
-  default) or is carried from tile to tile (``'window'``); ``'binary'`` instead runs a fixed-length
-  binary search over all KC clusters (ceil(log2(KC + 1)) dependent loads per tile). None has a
-  data-dependent loop; the measured order is table > window > binary (NOTES.md).
+- the kept key clusters of row i are cut into chunks of at most ``chunk`` contiguous rows, listed in
+  cluster order (the chunk list, built on the device by ``chunk_entries``). A key tile is BLOCK_N / chunk
+  consecutive entries, so it spans as many small clusters as it needs and a cluster wastes at most
+  chunk - 1 padded rows, not a whole tile. The tile's row addresses come from one vector load of its
+  entries, issued one tile ahead, so Triton's pipeliner can prefetch K and V num_stages - 1 tiles ahead;
+  with any load in the address chain inside the iteration it stops at one tile (NOTES.md).
 
-No host synchronisation: the plan is built with cumsum/searchsorted on the device and the grid is the
-upper bound ``ceil(S / BLOCK_M) + QC`` query tiles per sequence; surplus programs exit at once. So a
-call can be captured in a CUDA graph. Rows whose kept clusters hold no token get 0.
+No host synchronisation: the plan is built with cumsum and a fill kernel on the device, the chunk list
+has the shape bound S / chunk + KC entries per query cluster, and the grid is the upper bound
+``ceil(S / BLOCK_M) + QC`` query tiles per sequence; surplus programs exit at once. So a call can be
+captured in a CUDA graph. Rows whose kept clusters hold no token get 0.
 
 Optional ``q_order`` / ``k_order`` (N, S) make the kernel read q (and write the output) and k, v
-through the token permutation directly, so the permuted copies are never materialised.
+through the token permutation directly, so those permuted copies are never materialised. The method
+stack uses ``q_order`` (one gather per query tile) and permutes k and v (read every key tile).
 
-Skips: backward pass, dropout, causal masks, D other than a power of two >= 16.
+Skips: backward pass, dropout, causal masks, D other than a power of two >= 16, S >= 2**25.
 Measured on an H200 (bf16, D 128): see svg2/kernels/NOTES.md.
 """
 from __future__ import annotations
@@ -38,25 +37,30 @@ import triton.language as tl
 
 @dataclass(frozen=True)
 class VarblockConfig:
-    block_m: int = 128
+    block_m: int = 64
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 3
-    key_search: str = "table"  # how a key position finds its cluster: "table", "window" or "binary" (module doc)
+    chunk: int = 16  # key rows per chunk-list entry (a power of two, 1..32, dividing block_n)
+
+    def __post_init__(self):
+        c = self.chunk
+        if c < 1 or c > 32 or c & (c - 1) or self.block_n % c:
+            raise ValueError(f"chunk={c}; expected a power of two in 1..32 that divides block_n={self.block_n}")
 
 
 # Fixed small tiles for interpreter tests; the GPU default was picked by eval/bench_attention.py sweeps.
 VARBLOCK_CONFIGS = {
-    "test": VarblockConfig(16, 16, 4, 1, "table"),
-    "test_window": VarblockConfig(16, 16, 4, 1, "window"),
-    "test_binary": VarblockConfig(16, 16, 4, 1, "binary"),
-    "h200_d128": VarblockConfig(128, 64, 4, 3, "table"),
-    "h200_d64": VarblockConfig(128, 64, 4, 3, "table"),
+    "test": VarblockConfig(16, 16, 4, 1, 4),
+    "test_chunk1": VarblockConfig(16, 16, 4, 1, 1),
+    "test_chunk16": VarblockConfig(16, 16, 4, 1, 16),
+    "h200": VarblockConfig(64, 64, 4, 3, 16),
 }
 
 
 def default_config(d: int) -> VarblockConfig:
-    return VARBLOCK_CONFIGS["h200_d64" if d <= 64 else "h200_d128"]
+    """The GPU tiles (measured at D 128 on the H200; D 64 uses the same)."""
+    return VARBLOCK_CONFIGS["h200"]
 
 
 @dataclass
@@ -66,10 +70,9 @@ class VarblockPlan:
     tile_cluster: torch.Tensor  # (N, T) int32 query cluster of each query tile, -1 past the last tile
     tile_row: torch.Tensor      # (N, T) int32 first permuted row of the tile
     tile_end: torch.Tensor      # (N, T) int32 end (exclusive) of the tile's cluster
-    cum: torch.Tensor           # (N, QC, KC+1) int32 kept key tokens before each key cluster; [..., KC] = L_i
-    col_start: torch.Tensor     # (N, KC) int32 first permuted column of each key cluster ((N, QC, KC) compacted)
-    config: "VarblockConfig"
-    tile_first: torch.Tensor | None = None  # (N, QC, ceil(S/BLOCK_N)+1) int32 compacted cluster at each key tile start
+    cum: torch.Tensor           # (N, QC, KC+1) int32 chunk-list entries before each key cluster; [..., KC] = total
+    entries: torch.Tensor       # (N, QC, MAXCH) int32 start * 64 + length of each key chunk (chunk_entries)
+    config: VarblockConfig
 
 
 def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tensor, seq_len: int,
@@ -78,37 +81,16 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
 
     ``seq_len`` (S) comes from the tensors' shapes, so the tile count is an upper bound known on the
     host: ceil(S / BLOCK_M) + QC (each cluster wastes at most one partial tile).
-
-    ``key_search='binary'``: ``cum`` runs over all KC clusters (unkept ones add 0) and ``col_start`` is
-    per cluster. ``'window'``: the kept non-empty clusters of each row are compacted first, so ``cum``
-    and ``col_start`` are (N, QC, KC+1) / (N, QC, KC) in compacted order and every compacted cluster
-    holds at least one token (a key tile then spans at most BLOCK_N of them). ``'table'``: as
-    ``'window'``, plus the compacted cluster holding the first position of every key tile, so the
-    kernel's loop carries no state between key tiles.
     """
-    key_search, block_m = config.key_search, config.block_m
-    if key_search not in ("table", "window", "binary"):
-        raise ValueError(f"key_search={key_search!r}; expected 'table', 'window' or 'binary'")
+    block_m = config.block_m
     n, qc, kc = keep.shape
     rs = row_sizes.to(torch.int64)
     cs = col_sizes.to(torch.int32)
     col_start = (torch.cumsum(cs, -1, dtype=torch.int32) - cs).contiguous()
+    # Kept key cluster j of row i contributes ceil(size_j / chunk) entries to the row's chunk list.
     cum = torch.zeros(n, qc, kc + 1, dtype=torch.int32, device=keep.device)
-    if key_search == "binary":
-        torch.cumsum(keep.to(torch.int32) * cs[:, None, :], dim=-1, out=cum[..., 1:])
-    else:
-        kept = keep & (cs > 0)[:, None, :]
-        slot = torch.where(kept, torch.cumsum(kept, -1, dtype=torch.int32) - 1, kc).long()  # kc: discarded
-        size_c = torch.zeros(n, qc, kc + 1, dtype=torch.int32, device=keep.device)
-        size_c.scatter_(-1, slot, cs[:, None, :].expand(n, qc, kc))
-        start_c = torch.zeros_like(size_c).scatter_(-1, slot, col_start[:, None, :].expand(n, qc, kc))
-        torch.cumsum(size_c[..., :kc], dim=-1, out=cum[..., 1:])
-        col_start = start_c[..., :kc].contiguous()
-    tile_first = None
-    if key_search == "table":
-        starts = torch.arange(0, seq_len + config.block_n, config.block_n, device=keep.device, dtype=torch.int32)
-        tile_first = (torch.searchsorted(cum, starts.expand(n, qc, starts.numel()).contiguous(), right=True,
-                                         out_int32=True) - 1).contiguous()
+    torch.cumsum(torch.where(keep, (cs[:, None, :] + config.chunk - 1) // config.chunk, 0), dim=-1, out=cum[..., 1:])
+    entries = chunk_entries(cum, col_start, cs, seq_len, config)
     tiles = (rs + block_m - 1) // block_m               # (N, QC) query tiles of each cluster
     tiles_end = torch.cumsum(tiles, -1)                 # inclusive
     num_tiles = triton.cdiv(seq_len, block_m) + qc
@@ -121,16 +103,66 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     tile_end = start + rs.gather(1, cic)
     tile_cluster = torch.where(ci < qc, ci, torch.full_like(ci, -1))
     return VarblockPlan(tile_cluster.to(torch.int32).contiguous(), tile_row.to(torch.int32).contiguous(),
-                        tile_end.to(torch.int32).contiguous(), cum, col_start, config, tile_first)
+                        tile_end.to(torch.int32).contiguous(), cum, entries, config)
+
+
+def max_chunks(seq_len: int, num_clusters: int, config: VarblockConfig) -> int:
+    """Entries per query cluster in the chunk list: sum_j ceil(size_j / chunk) <= S / chunk + KC, rounded up
+    to whole key tiles, plus one tile, so that the kernel may read the tile after a row's last without a check."""
+    per_tile = config.block_n // config.chunk
+    return (triton.cdiv(triton.cdiv(seq_len, config.chunk) + num_clusters, per_tile) + 1) * per_tile
+
+
+def chunk_entries(cum: torch.Tensor, col_start: torch.Tensor, col_sizes: torch.Tensor, seq_len: int,
+                  config: VarblockConfig) -> torch.Tensor:
+    """(N, QC, MAXCH) int32 chunk list: entry m of row i is ``start * 64 + length`` of its m-th key chunk
+    (``length`` in 1..chunk rows from permuted column ``start``); entries past the row's last chunk, up to the
+    end of the key tile after its last, are 0 (the kernel reads them; later ones are never written). ``cum`` (N, QC, KC+1) holds the chunks before each key cluster."""
+    n, qc, kc1 = cum.shape
+    if seq_len >= 1 << 25:
+        raise ValueError(f"S={seq_len}; the chunk list encodes start * 64 + length in int32, so S < 2**25")
+    maxch = max_chunks(seq_len, kc1 - 1, config)
+    entries = torch.empty(n, qc, maxch, dtype=torch.int32, device=cum.device)
+    block = 256
+    _chunk_fill_kernel[(triton.cdiv(maxch, block), n * qc)](
+        cum, col_start, col_sizes, entries, qc, kc1 - 1, maxch,
+        PER_TILE=config.block_n // config.chunk, CHUNK=config.chunk, BLOCK=block,
+        SEARCH_STEPS=int(kc1 - 1).bit_length(), num_warps=4)
+    return entries
+
+
+@triton.jit
+def _chunk_fill_kernel(cum_ptr, start_ptr, size_ptr, ent_ptr, QC, KC, MAXCH,
+                       PER_TILE: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, SEARCH_STEPS: tl.constexpr):
+    pid = tl.program_id(0)
+    row = tl.program_id(1).to(tl.int64)  # n * QC + query cluster
+    n = row // QC
+    cum_row = cum_ptr + row * (KC + 1)
+    total = tl.load(cum_row + KC)
+    if pid * BLOCK < (tl.cdiv(total, PER_TILE) + 1) * PER_TILE:  # later slots are never read
+        m = pid * BLOCK + tl.arange(0, BLOCK)
+        # Largest j in [0, KC] with cum[j] <= m: the kept key cluster whose chunks hold slot m.
+        lo = tl.zeros([BLOCK], tl.int32)
+        hi = tl.full([BLOCK], 1, tl.int32) + KC
+        for _ in tl.static_range(SEARCH_STEPS):
+            mid = (lo + hi) >> 1
+            go = tl.load(cum_row + mid) <= m
+            lo = tl.where(go, mid, lo)
+            hi = tl.where(go, hi, mid)
+        j = tl.minimum(lo, KC - 1)
+        off = (m - tl.load(cum_row + j)) * CHUNK
+        length = tl.minimum(tl.load(size_ptr + n * KC + j) - off, CHUNK)
+        entry = (tl.load(start_ptr + n * KC + j) + off) * 64 + length
+        tl.store(ent_ptr + row * MAXCH + m, tl.where(m < total, entry, 0), mask=m < MAXCH)
 
 
 @triton.jit
 def _varblock_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qidx_ptr, kidx_ptr,
-                         tile_cluster_ptr, tile_row_ptr, tile_end_ptr, cum_ptr, col_start_ptr, first_ptr,
-                         S, QC, KC, T, TK, scale_log2,
+                         tile_cluster_ptr, tile_row_ptr, tile_end_ptr, cum_ptr, ent_ptr,
+                         S, QC, KC, T, MAXCH, scale_log2,
                          sqn, sqs, skn, sks, svn, svs, son, sos,
-                         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SEARCH_STEPS: tl.constexpr,
-                         WINDOW: tl.constexpr, TABLE: tl.constexpr, HAS_QIDX: tl.constexpr, HAS_KIDX: tl.constexpr, IEEE: tl.constexpr):
+                         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+                         HAS_QIDX: tl.constexpr, HAS_KIDX: tl.constexpr, IEEE: tl.constexpr):
     t = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     ci = tl.load(tile_cluster_ptr + n * T + t)
@@ -145,58 +177,40 @@ def _varblock_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qidx_ptr, kidx_ptr,
         else:
             qrow = rows
         q = tl.load(q_ptr + n * sqn + qrow[:, None] * sqs + d[None, :], mask=rmask[:, None], other=0.0)
-        cum_row = cum_ptr + (n * QC + ci) * (KC + 1)
-        total = tl.load(cum_row + KC)  # L_i: kept key tokens of this query cluster
+        row_id = n * QC + ci
+        chunks = tl.load(cum_ptr + row_id * (KC + 1) + KC)  # entries of this query cluster's chunk list
+        ent_row = ent_ptr + row_id * MAXCH
+        r = tl.arange(0, BLOCK_N)
+        r_chunk = r // CHUNK
+        r_off = r % CHUNK
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D], tl.float32)
-        if WINDOW:
-            start_row = col_start_ptr + (n * QC + ci) * KC
-        else:
-            start_row = col_start_ptr + n * KC
-        c0 = ci * 0  # window search: compacted cluster holding the tile's first position
-        for v0 in range(0, total, BLOCK_N):
-            vs = v0 + tl.arange(0, BLOCK_N)
-            vmask = vs < total
-            if TABLE:
-                c0 = tl.load(first_ptr + (n * QC + ci) * TK + v0 // BLOCK_N)
-            if WINDOW:
-                # Compacted clusters are non-empty, so the BLOCK_N positions of a tile cross at most
-                # BLOCK_N cluster boundaries after c0: count the boundaries at or before each position.
-                w = c0 + 1 + tl.arange(0, BLOCK_N)
-                bounds = tl.load(cum_row + w, mask=w <= KC, other=2147483647)
-                j = c0 + tl.sum((bounds[None, :] <= vs[:, None]).to(tl.int32), axis=1)
-                if not TABLE:
-                    c0 = c0 + tl.sum((bounds <= v0 + BLOCK_N).to(tl.int32), axis=0)
-            else:
-                # Largest j in [0, KC] with cum[j] <= v: the key cluster holding virtual position v.
-                lo = tl.zeros([BLOCK_N], tl.int32)
-                hi = tl.full([BLOCK_N], 1, tl.int32) + KC
-                for _ in tl.static_range(SEARCH_STEPS):
-                    mid = (lo + hi) >> 1
-                    go = tl.load(cum_row + mid) <= vs
-                    lo = tl.where(go, mid, lo)
-                    hi = tl.where(go, hi, mid)
-                j = lo
-            j = tl.minimum(j, KC - 1)
-            kpos = tl.load(start_row + j, mask=vmask, other=0) + (vs - tl.load(cum_row + j, mask=vmask, other=0))
-            kpos = tl.where(vmask, kpos, 0)
+        # The entries of tile i + 1 are loaded during tile i: the K/V addresses then depend on a loop-carried
+        # value, not on a load in the same iteration, and Triton's pipeliner prefetches K/V num_stages - 1
+        # tiles ahead (with the load in the iteration it stops at one).
+        e_next = tl.load(ent_row + r_chunk)
+        for c0 in range(0, chunks, BLOCK_N // CHUNK):
+            e = e_next
+            e_next = tl.load(ent_row + c0 + BLOCK_N // CHUNK + r_chunk)  # zero-padded: no mask
+            bias = tl.where(r_off < (e & 63), 0.0, float("-inf"))  # rows past a chunk's end
+            kpos = tl.minimum((e >> 6) + r_off, S - 1)  # rows past a chunk's end are read, then masked
             if HAS_KIDX:
-                krow = tl.load(kidx_ptr + n * S + kpos, mask=vmask, other=0)
+                krow = tl.load(kidx_ptr + n * S + kpos)
             else:
                 krow = kpos
-            k = tl.load(k_ptr + n * skn + krow[:, None] * sks + d[None, :], mask=vmask[:, None], other=0.0)
+            k = tl.load(k_ptr + n * skn + krow[:, None] * sks + d[None, :])
             if IEEE:
-                qk = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2
+                qk = tl.dot(q, tl.trans(k), input_precision="ieee")
             else:
-                qk = tl.dot(q, tl.trans(k)) * scale_log2
-            qk = tl.where(vmask[None, :], qk, float("-inf"))
-            # The first position of every tile is valid, so m_new is finite from the first tile on.
+                qk = tl.dot(q, tl.trans(k))
+            # The first entry of every tile is a real chunk, so m_new is finite from the first tile on.
+            qk = qk * scale_log2 + bias[None, :]
             m_new = tl.maximum(m_i, tl.max(qk, axis=1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(qk - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
-            vt = tl.load(v_ptr + n * svn + krow[:, None] * svs + d[None, :], mask=vmask[:, None], other=0.0)
+            vt = tl.load(v_ptr + n * svn + krow[:, None] * svs + d[None, :])
             acc = acc * alpha[:, None]
             if IEEE:
                 acc = tl.dot(p, vt, acc, input_precision="ieee")
@@ -256,13 +270,10 @@ def varblock_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
     qidx = q_order.contiguous() if q_order is not None else plan.tile_row  # dummy pointer when unused
     kidx = k_order.contiguous() if k_order is not None else plan.tile_row
     _varblock_fwd_kernel[(num_tiles, n)](
-        q, k, v, out, qidx, kidx, plan.tile_cluster, plan.tile_row, plan.tile_end, plan.cum, plan.col_start,
-        plan.tile_first if plan.tile_first is not None else plan.tile_row,
-        s, qc, kc, num_tiles, plan.tile_first.shape[-1] if plan.tile_first is not None else 0,
-        math.log2(math.e) / math.sqrt(d),
+        q, k, v, out, qidx, kidx, plan.tile_cluster, plan.tile_row, plan.tile_end, plan.cum, plan.entries,
+        s, qc, kc, num_tiles, plan.entries.shape[-1], math.log2(math.e) / math.sqrt(d),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        D=d, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SEARCH_STEPS=int(kc).bit_length(),
-        WINDOW=cfg.key_search != "binary", TABLE=cfg.key_search == "table", HAS_QIDX=q_order is not None, HAS_KIDX=k_order is not None,
-        IEEE=q.dtype == torch.float32,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        D=d, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, CHUNK=cfg.chunk, HAS_QIDX=q_order is not None,
+        HAS_KIDX=k_order is not None, IEEE=q.dtype == torch.float32, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
     return out.reshape(shape)

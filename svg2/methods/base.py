@@ -15,7 +15,7 @@ import torch
 
 from svg2.attention import block_sparse_attention
 from svg2.blocks import BlockMap
-from svg2.checks import check_finite, check_qkv, is_capturing
+from svg2.checks import check_finite, check_qkv, is_capturing, kernel_covers
 from svg2.methods.joint import check_joint, extend_plan, masked_dense_attention
 from svg2.permute import Permutation, permute, unpermute
 from svg2.timing import StageTimer
@@ -161,14 +161,29 @@ class AttentionMethod:
 
 
 def execute_plan(q, k, v, plan: Plan, timer: StageTimer) -> torch.Tensor:
-    """Permute → variable-block sparse attention → un-permute the output (values follow the keys)."""
+    """Permute → variable-block sparse attention → un-permute the output (values follow the keys).
+
+    On the Triton path only k and v are permuted: the kernel reads q and writes the output through the
+    query order (one gather per query tile), so q's permuted copy and the output's inverse pass are skipped.
+    """
     b, h, s, d = q.shape
     flat = [t.reshape(b * h, s, d) for t in (q, k, v)]
+    bm = plan.block_map
+    on_kernel = all(kernel_covers(t) for t in flat)
     with timer.stage("permute"):
-        qp = permute(flat[0], plan.q_perm) if plan.q_perm is not None else flat[0]
         kp, vp = ((permute(t, plan.k_perm) for t in flat[1:]) if plan.k_perm is not None else flat[1:])
+        qp = flat[0] if on_kernel or plan.q_perm is None else permute(flat[0], plan.q_perm)
+    if on_kernel:
+        from svg2.kernels.varblock import varblock_attention
+
+        if tuple(bm.keep.shape[:2]) != (b, h):
+            raise ValueError(f"block map is for (B, H)={tuple(bm.keep.shape[:2])}; q has {(b, h)}")
+        with timer.stage("attend"):
+            out = varblock_attention(qp, kp, vp, bm.keep, bm.row_sizes, bm.col_sizes,
+                                     q_order=plan.q_perm.order if plan.q_perm is not None else None)
+        return out.reshape(b, h, s, d)
     with timer.stage("attend"):
-        out = block_sparse_attention(*(t.reshape(b, h, s, d) for t in (qp, kp, vp)), plan.block_map)
+        out = block_sparse_attention(*(t.reshape(b, h, s, d) for t in (qp, kp, vp)), bm)
     with timer.stage("unpermute"):
         if plan.q_perm is not None:
             out = unpermute(out.reshape(b * h, s, d), plan.q_perm).reshape(b, h, s, d)

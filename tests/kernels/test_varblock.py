@@ -37,18 +37,20 @@ def _oracle(q, k, v, ql, kl, keep):
     return block_masked_attention(q[None], k[None], v[None], keep[None], ql[None], kl[None])[0]
 
 
-@pytest.mark.parametrize("search", ["window", "binary", "table"])
+CONFIGS = ["test", "test_chunk1", "test_chunk16"]  # 4, 1 and 16 key rows per chunk-list entry
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("n,s,d,qc,kc,density", [
     (2, 77, 32, 5, 9, 0.4),     # S not a multiple of the 16-row tile
     (1, 50, 64, 3, 20, 0.5),    # D 64, many small key clusters per key tile
     (1, 33, 16, 33, 33, 0.3),   # one token per cluster
 ])
-def test_matches_oracle(n, s, d, qc, kc, density, dtype, search):
+def test_matches_oracle(n, s, d, qc, kc, density, dtype, config):
     q, k, v, ql, kl, keep = _case(n, s, d, qc, kc, density, dtype, seed=s + d)
     ref = _oracle(q, k, v, ql, kl, keep)
-    config = VARBLOCK_CONFIGS["test" if search == "table" else f"test_{search}"]
-    for out in _run_both(q, k, v, ql, kl, keep, qc, kc, config):
+    for out in _run_both(q, k, v, ql, kl, keep, qc, kc, VARBLOCK_CONFIGS[config]):
         assert not out.isnan().any(), "some output element was never written"
         assert (out.float() - ref).abs().max() < TOL[dtype]
 
@@ -62,8 +64,8 @@ def test_empty_clusters_and_one_huge_cluster():
     keep[..., 0] = True               # cluster 0 kept for every row: no row is empty
     keep[..., 5] = True               # an empty key cluster kept: contributes nothing
     ref = _oracle(q, k, v, ql, kl, keep)
-    for search in ("test", "test_window", "test_binary"):
-        for out in _run_both(q, k, v, ql, kl, keep, qc, kc, VARBLOCK_CONFIGS[search]):
+    for config in CONFIGS:
+        for out in _run_both(q, k, v, ql, kl, keep, qc, kc, VARBLOCK_CONFIGS[config]):
             assert (out - ref).abs().max() < TOL[torch.float32]
 
 
@@ -96,6 +98,26 @@ def test_fixed_blocks_positional_layout():
     assert (out - _oracle(q, k, v, ql, kl, keep)).abs().max() < TOL[torch.float32]
 
 
+def test_chunk_list_covers_every_kept_key_once():
+    # Each row's entries list its kept key clusters' tokens in runs of at most `chunk`, zero-padded to the
+    # end of the key tile after its last entry.
+    cfg = VARBLOCK_CONFIGS["test"]  # chunk 4, 4 entries per key tile
+    col_sizes = torch.tensor([[5, 0, 1, 9, 4]])
+    s = int(col_sizes.sum())
+    keep = torch.tensor([[[True, True, False, True, True], [False, False, True, False, False]]])
+    plan = make_plan(keep, torch.tensor([[s - 2, 2]]), col_sizes, s, cfg)
+    starts = [0, 5, 5, 6, 15]
+    for row in range(2):
+        e = plan.entries[0, row]
+        count = int(plan.cum[0, row, -1])
+        runs = [(int(x) >> 6, int(x) & 63) for x in e[:count]]
+        assert all(1 <= n <= 4 for _, n in runs)
+        cols = [c for start, n in runs for c in range(start, start + n)]
+        want = [c for j in range(5) if keep[0, row, j] for c in range(starts[j], starts[j] + int(col_sizes[0, j]))]
+        assert cols == want
+        assert (e[count:(math.ceil(count / 4) + 1) * 4] == 0).all()
+
+
 def test_tile_count_is_a_shape_bound():
     # A cluster of r rows takes ceil(r / BLOCK_M) tiles; the schedule covers every row exactly once.
     sizes = torch.tensor([[0, 1, 16, 17, 33, 5]])
@@ -119,8 +141,10 @@ def test_rejects_bad_inputs():
     q = torch.randn(1, 8, 16)
     with pytest.raises(ValueError, match="expected \\(1, QC, KC\\)"):
         varblock_attention(q, q, q, keep, torch.tensor([[4, 4]]), sizes)
-    with pytest.raises(ValueError, match="key_search='nearest'"):
-        make_plan(keep, sizes, sizes, 8, VarblockConfig(16, 16, 4, 1, "nearest"))
+    with pytest.raises(ValueError, match="chunk=12"):
+        VarblockConfig(16, 16, 4, 1, 12)
+    with pytest.raises(ValueError, match="chunk=32.*block_n=16"):
+        VarblockConfig(16, 16, 4, 1, 32)
     with pytest.raises(ValueError, match="plan was made for"):
         plan = make_plan(keep, sizes, sizes, 8, CFG)
         varblock_attention(q, q, q, keep, sizes, sizes, plan=plan, config=VarblockConfig(32, 16, 4, 1))
