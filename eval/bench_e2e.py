@@ -33,6 +33,7 @@ from eval.clock import Clock
 from eval.results import atomic_write, environment
 from svg2.diffusers import apply, remove
 from svg2.methods import build_method, svg2_preset
+from svg2.timing import STAGES
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def summarise(label: str, name: str, result: dict, dense: dict | None, spec: Ben
     row = dict(method=label, method_name=name, ms_step=result["ms_step"], ms_step_min=result["ms_step_min"],
                ms_cold=result["ms_cold"], ms_self_attention=attn, ms_other=result["ms_step"] - attn,
                density=statistics.fmean(c["density"] for c in calls), finite=result["finite"])
-    for stage in ("cluster", "permute", "select", "attend", "unpermute"):
+    for stage in STAGES:
         row[f"ms_{stage}"] = sum(c.get(f"ms_{stage}", 0.0) for c in calls)
     if dense is not None:  # the fastest dense run: ceiling and speedups
         dense_attn = [sum(v for k, v in c.items() if k.startswith("ms_")) for c in dense["calls"]]

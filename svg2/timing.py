@@ -10,6 +10,10 @@ from contextlib import contextmanager
 
 import torch
 
+# The stages of a sparse call, in order; the Triton path has no "unpermute" (its kernel writes the output
+# in the original order).
+STAGES = ("cluster", "permute", "select", "attend", "unpermute")
+
 
 class StageTimer:
     def __init__(self, device: torch.device, enabled: bool = True):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-STAGES = ("cluster", "permute", "select", "attend", "unpermute")
+from svg2.timing import STAGES
 
 
 def summarise_calls(rows: list[dict]) -> dict:

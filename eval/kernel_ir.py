@@ -1,0 +1,85 @@
+"""How Triton pipelines the sparse kernel, read from its TTGIR: compiled for sm_90 on any machine (no GPU).
+
+    python -m eval.kernel_ir                                  # the default config
+    python -m eval.kernel_ir --config "M128 N64 w4 s3 c16"    # any config of eval.bench_attention's sweep
+
+Prints the shared memory, the K/V buffer slots and the ``async_wait`` counts of the main loop: ``num = 0``
+at the top of the loop means the K/V loads of the next tile are waited for before its QK dot (no
+prefetch beyond one tile); ``num > 0`` means later tiles' loads stay in flight (svg2/kernels/NOTES.md).
+Pointers and strides are marked 16-divisible, as the launcher's specialisation does for real tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import re
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+
+from svg2.kernels.varblock import VarblockConfig, _varblock_fwd_kernel, default_config
+
+STRIDES = ("sqn", "sqs", "skn", "sks", "svn", "svs", "son", "sos", "T", "MAXCH")
+
+
+@functools.cache
+def _jit_kernel() -> JITFunction:
+    fn = _varblock_fwd_kernel
+    # TRITON_INTERPRET=1 wraps kernels for the interpreter; compile the source function instead.
+    return fn if isinstance(fn, JITFunction) else JITFunction(fn.fn)
+
+
+def compile_sm90(config: VarblockConfig, head_dim: int = 128, dtype: str = "bf16"):
+    fn = _jit_kernel()
+    names = fn.arg_names
+    const = dict(D=head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n, CHUNK=config.chunk,
+                 HAS_QIDX=False, HAS_KIDX=False, IEEE=dtype == "fp32")
+    sig = {}
+    for name in names:
+        if name in const:
+            sig[name] = "constexpr"
+        elif name in ("q_ptr", "k_ptr", "v_ptr", "o_ptr"):
+            sig[name] = f"*{dtype}"
+        elif name.endswith("_ptr"):
+            sig[name] = "*i32"
+        else:
+            sig[name] = "fp32" if name == "scale_log2" else "i32"
+    aligned = [n for n in names if n.endswith("_ptr") or n in STRIDES]
+    src = ASTSource(fn, sig, {(names.index(k),): v for k, v in const.items()},
+                    {(names.index(n),): [["tt.divisibility", 16]] for n in aligned})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+
+
+def schedule(config: VarblockConfig) -> dict:
+    """Shared memory, async copies, K/V buffer slots and the main loop's async_wait counts."""
+    kernel = compile_sm90(config)
+    ttgir = kernel.asm["ttgir"]
+    loop = ttgir[ttgir.index("scf.for"):]
+    loop = loop[:loop.index("scf.yield")]  # the main loop's body
+    slots = [int(m) for m in re.findall(r"local_alloc : \(\) -> !ttg\.memdesc<(\d+)x\d+x\d+xbf16", ttgir)]
+    return dict(shared_bytes=kernel.metadata.shared,
+                async_copies=len(re.findall(r"async_copy_global_to_local", ttgir)),
+                register_loads_in_loop=len(re.findall(r"= tt\.load ", loop)),
+                kv_slots=slots,
+                loop_waits=[int(n) for n in re.findall(r"async_wait[^\n]*\{num = (\d+)", loop)])
+
+
+def main(argv=None) -> dict:
+    from eval.bench_attention import parse_config
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=None, help="e.g. 'M64 N64 w4 s3 c16' (default: the GPU default)")
+    args = p.parse_args(argv)
+    config = parse_config(args.config) if args.config else default_config(128)
+    info = schedule(config)
+    print(f"{config}:")
+    for key, val in info.items():
+        print(f"  {key}: {val}")
+    return info
+
+
+if __name__ == "__main__":
+    main()
