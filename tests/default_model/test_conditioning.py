@@ -1,0 +1,25 @@
+import pytest
+
+from eval.default_model.conditioning import conditioning_check, swap_word
+from eval.default_model.detector import parse_prompt
+from eval.default_model.evaluate import load_pipeline
+
+PROMPT = "a blue dotted cross moves left while growing over a cyan checkerboard as the camera pans left"
+
+
+def test_swap_word_changes_only_the_subjects_attribute():
+    moved = swap_word(PROMPT, "direction")
+    assert parse_prompt(moved) == ("blue", "right") and moved.endswith("camera pans left")
+    recoloured = swap_word(PROMPT, "colour")
+    assert parse_prompt(recoloured)[1] == "left" and parse_prompt(recoloured)[0] != "blue"
+    assert "cyan checkerboard" in recoloured
+    with pytest.raises(ValueError, match="attribute='shape'"):
+        swap_word(PROMPT, "shape")
+
+
+def test_conditioning_check_reports_both_attributes_per_sigma(tiny_run):
+    _, model_dir = tiny_run
+    rows = conditioning_check(load_pipeline(model_dir), clips=2, sigmas=(0.3, 0.99))
+    assert [(r["sigma"], r["attribute"]) for r in rows] == [(0.3, "colour"), (0.3, "direction"),
+                                                            (0.99, "colour"), (0.99, "direction")]
+    assert all(0 <= r["follows_prompt"] <= 1 and 0 <= r["follows_swap"] <= 1 and r["clips"] == 2 for r in rows)
