@@ -11,7 +11,7 @@ Pointers and strides are marked 16-divisible, as the launcher's specialisation d
 from __future__ import annotations
 
 import argparse
-import functools
+import json
 import re
 
 import triton
@@ -24,15 +24,11 @@ from svg2.kernels.varblock import VarblockConfig, _varblock_fwd_kernel, default_
 STRIDES = ("sqn", "sqs", "skn", "sks", "svn", "svs", "son", "sos", "T", "MAXCH")
 
 
-@functools.cache
-def _jit_kernel() -> JITFunction:
-    fn = _varblock_fwd_kernel
-    # TRITON_INTERPRET=1 wraps kernels for the interpreter; compile the source function instead.
-    return fn if isinstance(fn, JITFunction) else JITFunction(fn.fn)
-
-
 def compile_sm90(config: VarblockConfig, head_dim: int = 128, dtype: str = "bf16"):
-    fn = _jit_kernel()
+    fn = _varblock_fwd_kernel
+    if not isinstance(fn, JITFunction):
+        raise RuntimeError("TRITON_INTERPRET=1 is set: kernels are interpreted, not compiled; run without it "
+                           "(the interpreter patches triton.language in this process)")
     names = fn.arg_names
     const = dict(D=head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n, CHUNK=config.chunk,
                  HAS_QIDX=False, HAS_KIDX=False, IEEE=dtype == "fp32")
@@ -72,9 +68,13 @@ def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=None, help="e.g. 'M64 N64 w4 s3 c16' (default: the GPU default)")
+    p.add_argument("--json", action="store_true", help="print the schedule as one JSON object")
     args = p.parse_args(argv)
     config = parse_config(args.config) if args.config else default_config(128)
     info = schedule(config)
+    if args.json:
+        print(json.dumps(info))
+        return info
     print(f"{config}:")
     for key, val in info.items():
         print(f"  {key}: {val}")
