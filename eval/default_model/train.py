@@ -7,8 +7,8 @@ Every step renders a fresh batch of clips (seeds ``TRAIN_SEED0 + step * batch + 
 from disjoint ranges), encodes the prompts through the pipeline's own ``encode_prompt`` (so training pads
 text exactly as generation does), and regresses the flow velocity ``noise - x0`` at ``x_t = (1 - s) x0 + s noise``
 with ``s = shift(u)``, ``u`` uniform, shifted as the scheduler shifts its sigmas (so training sees noise levels as
-often as sampling visits them; high noise decides layout and colour), and timestep ``1000 s``, as the Wan
-scheduler expects. Prompts are dropped to "" with
+often as sampling visits them; high noise decides layout and colour; ``--train-shift`` sets another shift), and
+timestep ``1000 s``, as the Wan scheduler expects. Prompts are dropped to "" with
 probability ``cond_dropout`` so classifier-free guidance works. The exponential moving average of the weights
 is what gets saved.
 
@@ -55,6 +55,7 @@ class TrainConfig:
     max_minutes: float = 4.5
     ema_decay: float = 0.995
     cond_dropout: float = 0.1
+    train_shift: float = 0.0  # shift of the training noise levels; 0: the scheduler's flow_shift (module doc)
     stats_clips: int = 256
     log_every: int = 10
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"max_steps={self.max_steps} and max_minutes={self.max_minutes}; expected one > 0")
         if not self.max_steps and self.warmup_steps <= 10:
             raise ValueError(f"warmup_steps={self.warmup_steps}; expected > 10 when the clock sets max_steps")
+        if self.train_shift < 0:
+            raise ValueError(f"train_shift={self.train_shift}; expected > 0, or 0 for the scheduler's flow_shift")
         if self.max_steps and self.max_steps < self.warmup_steps:
             self.warmup_steps = max(self.max_steps // 2, 1)
 
@@ -114,7 +117,8 @@ def train(cfg: TrainConfig) -> Path:
                 text = pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
                                           max_sequence_length=mcfg.text_tokens, device=device)[0]
             u = torch.rand(cfg.batch_size, device=device)
-            sigma = mcfg.flow_shift * u / (1 + (mcfg.flow_shift - 1) * u)
+            shift = cfg.train_shift or mcfg.flow_shift
+            sigma = shift * u / (1 + (shift - 1) * u)
             noise = torch.randn_like(x0)
             s = sigma.view(-1, 1, 1, 1, 1)
             xt = (1 - s) * x0 + s * noise

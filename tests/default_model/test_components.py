@@ -45,6 +45,8 @@ def test_config_errors_name_the_value():
         TrainConfig(preset="huge")
     with pytest.raises(ValueError, match="max_steps=0 and max_minutes=0"):
         parse_args(["--max-minutes", "0"])
+    with pytest.raises(ValueError, match="train_shift=-1.0"):
+        parse_args(["--train-shift", "-1"])
 
 
 def test_tiny_training_run_saves_a_wan_pipeline_that_generates(tiny_run):
