@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ VARBLOCK_CONFIGS = {
     "test_chunk16": VarblockConfig(16, 16, 4, 1, 16),
     "h200": VarblockConfig(64, 64, 4, 3, 16),
 }
+
+
+# (device, dtype, D, config) -> num_stages that compiled there: configs tuned on the H200 step down elsewhere.
+_STAGES_THAT_FIT: dict = {}
 
 
 def default_config(d: int) -> VarblockConfig:
@@ -261,7 +266,7 @@ def varblock_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
     cfg = config or default_config(d)
     if plan is None:
         plan = make_plan(keep, row_sizes, col_sizes, s, cfg)
-    elif plan.config != cfg:
+    elif (plan.config.block_m, plan.config.chunk, plan.config.block_n) != (cfg.block_m, cfg.chunk, cfg.block_n):
         raise ValueError(f"plan was made for {plan.config}; the call has config {cfg}")
     num_tiles = plan.tile_cluster.shape[1]
     if out is None:
@@ -270,11 +275,21 @@ def varblock_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
         raise ValueError(f"out is {tuple(out.shape)} {out.dtype}; expected a contiguous {tuple(q.shape)} {q.dtype} tensor")
     qidx = q_order.contiguous() if q_order is not None else plan.tile_row  # dummy pointer when unused
     kidx = k_order.contiguous() if k_order is not None else plan.tile_row
-    _varblock_fwd_kernel[(num_tiles, n)](
-        q, k, v, out, qidx, kidx, plan.tile_cluster, plan.tile_row, plan.tile_end, plan.cum, plan.entries,
-        s, qc, kc, num_tiles, plan.entries.shape[-1], math.log2(math.e) / math.sqrt(d),
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        D=d, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, CHUNK=cfg.chunk, HAS_QIDX=q_order is not None,
-        HAS_KIDX=k_order is not None, IEEE=q.dtype == torch.float32, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages)
+    args = (q, k, v, out, qidx, kidx, plan.tile_cluster, plan.tile_row, plan.tile_end, plan.cum, plan.entries,
+            s, qc, kc, num_tiles, plan.entries.shape[-1], math.log2(math.e) / math.sqrt(d),
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1))
+    consts = dict(D=d, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, CHUNK=cfg.chunk, HAS_QIDX=q_order is not None,
+                  HAS_KIDX=k_order is not None, IEEE=q.dtype == torch.float32, num_warps=cfg.num_warps)
+    key = (q.device, q.dtype, d, cfg)
+    stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
+    while True:
+        try:
+            _varblock_fwd_kernel[(num_tiles, n)](*args, **consts, num_stages=stages)
+            break
+        except OutOfResources:
+            # GPUs with less shared memory than the H200 (e.g. 100 KB per block): fewer K/V buffers.
+            if stages <= 1:
+                raise
+            stages -= 1
+    _STAGES_THAT_FIT[key] = stages
     return out.reshape(shape)

@@ -148,3 +148,35 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="plan was made for"):
         plan = make_plan(keep, sizes, sizes, 8, CFG)
         varblock_attention(q, q, q, keep, sizes, sizes, plan=plan, config=VarblockConfig(32, 16, 4, 1))
+
+
+def test_steps_down_num_stages_when_shared_memory_runs_out(monkeypatch):
+    # On a GPU with less shared memory the tuned config fails to launch; the launcher retries with fewer
+    # K/V buffers (and remembers what fit) instead of failing the call; if one buffer does not fit, it raises.
+    import svg2.kernels.varblock as vb
+    from triton.runtime.errors import OutOfResources
+
+    real = vb._varblock_fwd_kernel
+    launches, fits = [], {"max_stages": 1}
+
+    class SmallSharedMemory:
+        def __getitem__(self, grid):
+            def launch(*args, num_stages, **kw):
+                launches.append(num_stages)
+                if num_stages > fits["max_stages"]:
+                    raise OutOfResources(150_000, 101_376, "shared memory")
+                return real[grid](*args, num_stages=num_stages, **kw)
+            return launch
+
+    monkeypatch.setattr(vb, "_varblock_fwd_kernel", SmallSharedMemory())
+    monkeypatch.setattr(vb, "_STAGES_THAT_FIT", {})
+    cfg = VarblockConfig(16, 16, 4, 3, 4)
+    q, k, v, ql, kl, keep = _case(1, 40, 16, 3, 4, 0.6, torch.float32, seed=9)
+    fused, permuted = _run_both(q, k, v, ql, kl, keep, 3, 4, cfg)
+    assert launches == [3, 2, 1, 1]  # the second call starts from what fit
+    ref = _oracle(q, k, v, ql, kl, keep)
+    assert (fused - ref).abs().max() < TOL[torch.float32] and (permuted - ref).abs().max() < TOL[torch.float32]
+    fits["max_stages"] = 0
+    monkeypatch.setattr(vb, "_STAGES_THAT_FIT", {})
+    with pytest.raises(OutOfResources):
+        _run_both(q, k, v, ql, kl, keep, 3, 4, cfg)
