@@ -145,3 +145,36 @@ def test_dense_reference_is_cached_per_model_prompt_seed_steps_and_resolution(tm
     assert generated[2:] == ["positional"]
     sweep("workload.steps=3")  # another step count: another reference
     assert generated[3:] == ["dense", "positional"] and len(list((cache / "dense").glob("*.pt"))) == 2
+
+
+@pytest.mark.parametrize("sweep,kind,extra", [
+    ("hunyuan_720p", "hunyuan", ["model.height=32", "model.width=32", "+model.call_kwargs.max_sequence_length=16",
+                                 "+model.call_kwargs.prompt_template.template='{}'",
+                                 "+model.call_kwargs.prompt_template.crop_start=0"]),
+    ("wan_i2v_720p", "wan_i2v", ["model.height=64", "model.width=64"]),
+    ("quick", "cogvideox", ["model=cogvideox", "model.height=64", "model.width=64",
+                            "+model.call_kwargs.max_sequence_length=16", "sweep.methods=[{name: dense}, "
+                            "{name: svg2, top_p: 0.9}, {name: svg2, top_p: 0.75}, {name: positional, top_p: 0.9}]"]),
+])
+def test_hunyuan_i2v_and_cogvideox_run_through_the_harness_on_tiny_pipelines(sweep, kind, extra, tmp_path, cache_dir):
+    # The HunyuanVideo preset (prompt tokens in the joint attention stay dense), the Wan I2V preset (an image
+    # conditions the generation) and CogVideoX (prompt tokens first) through the harness a user runs on real
+    # weights.
+    from PIL import Image
+
+    from svg2.diffusers import build_tiny_pipeline
+
+    path = cache_dir / "models" / f"tiny_{kind}"
+    if not (path / "model_index.json").is_file():
+        build_tiny_pipeline(kind, path)
+    image = tmp_path / "first_frame.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(image)
+    run_sweep(f"sweep={sweep}", f"model.path={path}", f"model.image={image}", "model.frames=9",
+              "model.clusters.q=4", "model.clusters.k=8", "model.block_size=8", "model.dtype=float32", *extra,
+              "workload.num_prompts=1", "workload.steps=5", "workload.warmup_steps=0", "progress=false",
+              f"results_dir={tmp_path / 'results'}", f"cache_dir={cache_dir}")
+    rows = ResultStore(tmp_path / "results").rows()
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    sparse = [r for r in rows if r["method"] != "dense"]
+    assert all(0 < r["sparse_density"] <= 1 and math.isfinite(r["psnr"]) for r in sparse)
+    assert all(r["flops"] > 0 for r in rows)
