@@ -40,11 +40,14 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
         return F.scaled_dot_product_attention(q, k, v)
 
 
-def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_map: BlockMap) -> torch.Tensor:
+def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_map: BlockMap,
+                           q_order: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of permuted (B, H, S, D) tensors restricted to the kept (query cluster, key cluster) blocks.
 
     Query cluster i owns rows ``[sum(row_sizes[:i]), +row_sizes[i])``, key cluster j the columns
     ``[sum(col_sizes[:j]), +col_sizes[j])``. Rows whose kept key clusters hold no token output 0.
+    ``q_order`` (B·H, S), Triton path only: q is in the original token order (permuted position p holds
+    token q_order[p]) and so is the output; the kernel gathers q and scatters the output itself.
     """
     b, h = q.shape[:2]
     if tuple(block_map.keep.shape[:2]) != (b, h):
@@ -53,7 +56,10 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bl
         # Triton kernel; it does not check that the sizes sum to S (reading them back would synchronise).
         from svg2.kernels.varblock import varblock_attention
 
-        return varblock_attention(q, k, v, block_map.keep, block_map.row_sizes, block_map.col_sizes)
+        return varblock_attention(q, k, v, block_map.keep, block_map.row_sizes, block_map.col_sizes, q_order=q_order)
+    if q_order is not None:
+        raise ValueError("q_order needs the Triton kernel (CUDA tensors, svg2.checks.kernel_covers); "
+                         "permute q before the torch path")
     return _block_sparse_torch(q, k, v, block_map)
 
 

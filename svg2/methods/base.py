@@ -168,25 +168,17 @@ def execute_plan(q, k, v, plan: Plan, timer: StageTimer) -> torch.Tensor:
     """
     b, h, s, d = q.shape
     flat = [t.reshape(b * h, s, d) for t in (q, k, v)]
-    bm = plan.block_map
     on_kernel = all(kernel_covers(t) for t in flat)
     with timer.stage("permute"):
         kp, vp = ((permute(t, plan.k_perm) for t in flat[1:]) if plan.k_perm is not None else flat[1:])
         qp = flat[0] if on_kernel or plan.q_perm is None else permute(flat[0], plan.q_perm)
-    if on_kernel:
-        from svg2.kernels.varblock import varblock_attention
-
-        if tuple(bm.keep.shape[:2]) != (b, h):
-            raise ValueError(f"block map is for (B, H)={tuple(bm.keep.shape[:2])}; q has {(b, h)}")
-        with timer.stage("attend"):
-            out = varblock_attention(qp, kp, vp, bm.keep, bm.row_sizes, bm.col_sizes,
-                                     q_order=plan.q_perm.order if plan.q_perm is not None else None)
-        return out.reshape(b, h, s, d)
+    q_order = plan.q_perm.order if on_kernel and plan.q_perm is not None else None
     with timer.stage("attend"):
-        out = block_sparse_attention(*(t.reshape(b, h, s, d) for t in (qp, kp, vp)), bm)
-    with timer.stage("unpermute"):
-        if plan.q_perm is not None:
-            out = unpermute(out.reshape(b * h, s, d), plan.q_perm).reshape(b, h, s, d)
+        out = block_sparse_attention(*(t.reshape(b, h, s, d) for t in (qp, kp, vp)), plan.block_map, q_order=q_order)
+    if not on_kernel:
+        with timer.stage("unpermute"):
+            if plan.q_perm is not None:
+                out = unpermute(out.reshape(b * h, s, d), plan.q_perm).reshape(b, h, s, d)
     return out
 
 

@@ -120,3 +120,11 @@ def test_dense_attention_rejects_unknown_backend():
     assert torch.equal(dense_attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
     with pytest.raises(ValueError, match="backend='fast'"):
         dense_attention(q, k, v, backend="fast")
+
+
+def test_q_order_needs_the_triton_path():
+    q = torch.randn(1, 1, 8, 16)
+    sizes = torch.tensor([[[8]]])
+    with pytest.raises(ValueError, match="q_order needs the Triton kernel"):
+        block_sparse_attention(q, q, q, BlockMap(torch.ones(1, 1, 1, 1, dtype=torch.bool), sizes, sizes),
+                               q_order=torch.arange(8)[None])
