@@ -26,7 +26,7 @@ from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.kernels.permute import gather_rows
 from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest, cluster_means
-from svg2.kernels.varblock import VarblockConfig, default_config, make_plan, varblock_attention
+from svg2.kernels.varblock import default_config, make_plan, parse_config, varblock_attention
 from svg2.kmeans import kmeans
 from svg2.methods import build_method, svg2_preset
 
@@ -114,17 +114,6 @@ def flex_block_mask(heads: int, s: int, density: float, block: int = 128, seed: 
     idx = torch.rand(1, heads, nb, nb, device="cuda", generator=g).argsort(-1).to(torch.int32)
     num = torch.full((1, heads, nb), count, device="cuda", dtype=torch.int32)
     return BlockMask.from_kv_blocks(num, idx, BLOCK_SIZE=block), count / nb
-
-
-def parse_config(spec: str) -> VarblockConfig:
-    """'M64 N64 w4 s3 c16' (any subset; the rest from VarblockConfig's defaults) -> VarblockConfig."""
-    keys = dict(M="block_m", N="block_n", w="num_warps", s="num_stages", c="chunk")
-    fields = {}
-    for tok in spec.split():
-        if tok[:1] not in keys or not tok[1:].isdigit():
-            raise ValueError(f"kernel config {spec!r}: unknown token {tok!r}; expected e.g. 'M64 N64 w4 s3 c16'")
-        fields[keys[tok[0]]] = int(tok[1:])
-    return VarblockConfig(**fields)
 
 
 def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):

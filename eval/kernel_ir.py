@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-from svg2.kernels.varblock import VarblockConfig, _varblock_fwd_kernel, default_config
+from svg2.kernels.varblock import VarblockConfig, _varblock_fwd_kernel, default_config, parse_config
 
 STRIDES = ("sqn", "sqs", "skn", "sks", "svn", "svs", "son", "sos", "T", "MAXCH")
 
@@ -64,8 +64,6 @@ def schedule(config: VarblockConfig) -> dict:
 
 
 def main(argv=None) -> dict:
-    from eval.bench_attention import parse_config
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=None, help="e.g. 'M64 N64 w4 s3 c16' (default: the GPU default)")
     p.add_argument("--json", action="store_true", help="print the schedule as one JSON object")

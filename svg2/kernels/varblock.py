@@ -63,6 +63,17 @@ VARBLOCK_CONFIGS = {
 _STAGES_THAT_FIT: dict = {}
 
 
+def parse_config(spec: str) -> VarblockConfig:
+    """'M64 N64 w4 s3 c16' (any subset; the rest from VarblockConfig's defaults) -> VarblockConfig."""
+    keys = dict(M="block_m", N="block_n", w="num_warps", s="num_stages", c="chunk")
+    fields = {}
+    for tok in spec.split():
+        if tok[:1] not in keys or not tok[1:].isdigit():
+            raise ValueError(f"kernel config {spec!r}: unknown token {tok!r}; expected e.g. 'M64 N64 w4 s3 c16'")
+        fields[keys[tok[0]]] = int(tok[1:])
+    return VarblockConfig(**fields)
+
+
 def default_config(d: int) -> VarblockConfig:
     """The GPU tiles (measured at D 128 on the H200; D 64 uses the same)."""
     return VARBLOCK_CONFIGS["h200"]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, varblock_attention
+from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, parse_config, varblock_attention
 from svg2.permute import permutation_from_labels, permute
 from svg2.reference import block_masked_attention
 
@@ -180,3 +180,10 @@ def test_steps_down_num_stages_when_shared_memory_runs_out(monkeypatch):
     monkeypatch.setattr(vb, "_STAGES_THAT_FIT", {})
     with pytest.raises(OutOfResources):
         _run_both(q, k, v, ql, kl, keep, 3, 4, cfg)
+
+
+def test_parse_config_reads_sweep_specs_and_names_bad_tokens():
+    assert parse_config("M128 N64 w8 s2 c8") == VarblockConfig(128, 64, 8, 2, 8)
+    assert parse_config("c32") == VarblockConfig(chunk=32)
+    with pytest.raises(ValueError, match="unknown token 'table'"):
+        parse_config("M64 table")
