@@ -15,8 +15,12 @@ is what gets saved.
 The number of steps is fixed after a short warm-up from the measured rate and ``max_minutes`` and printed;
 ``--max-steps N --max-minutes 0`` re-runs the same schedule without a clock.
 
+``--train-text`` trains the text encoder with the transformer (its weights start from the same seeded random
+ones); ``--model "num_layers=8,ffn_dim=1024"`` changes ModelConfig fields of the preset.
+
 Writes under ``--out``: ``model/`` (diffusers format), ``loss.csv``, ``loss.png``, and after the model is
-saved, the evaluation of evaluate.py (``eval.json``, ``samples.png``).
+saved, the evaluation of evaluate.py (``eval.json``, ``samples.png``) and of conditioning.py
+(``conditioning.json``).
 """
 from __future__ import annotations
 
@@ -56,6 +60,8 @@ class TrainConfig:
     ema_decay: float = 0.995
     cond_dropout: float = 0.1
     train_shift: float = 0.0  # shift of the training noise levels; 0: the scheduler's flow_shift (module doc)
+    train_text: bool = False  # train the text encoder with the transformer (else its seeded random weights stay)
+    model: str = ""  # ModelConfig fields that differ from the preset, e.g. "num_layers=8,ffn_dim=1024"
     stats_clips: int = 256
     log_every: int = 10
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -70,8 +76,27 @@ class TrainConfig:
             raise ValueError(f"warmup_steps={self.warmup_steps}; expected > 10 when the clock sets max_steps")
         if self.train_shift < 0:
             raise ValueError(f"train_shift={self.train_shift}; expected > 0, or 0 for the scheduler's flow_shift")
+        model_config(self)  # names a bad --model entry before anything runs
         if self.max_steps and self.max_steps < self.warmup_steps:
             self.warmup_steps = max(self.max_steps // 2, 1)
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    """The preset with ``cfg.model``'s "field=value,..." overrides and the training seed."""
+    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    overrides = {}
+    for item in filter(None, (part.strip() for part in cfg.model.split(","))):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in fields or name == "seed" or not value:
+            raise ValueError(f"model={cfg.model!r}: {item!r} is not field=value for a ModelConfig field "
+                             f"(one of {sorted(set(fields) - {'seed'})})")
+        kind = float if fields[name] in (float, "float") else int
+        try:
+            overrides[name] = kind(value)
+        except ValueError:
+            raise ValueError(f"model={cfg.model!r}: {name} needs a {kind.__name__}, got {value!r}") from None
+    return dataclasses.replace(PRESETS[cfg.preset], **overrides, seed=cfg.seed)
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int | None) -> float:
@@ -89,7 +114,7 @@ def clip_batch(seed0: int, n: int, mcfg: ModelConfig) -> list:
 def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    mcfg = dataclasses.replace(PRESETS[cfg.preset], seed=cfg.seed)
+    mcfg = model_config(cfg)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -98,10 +123,15 @@ def train(cfg: TrainConfig) -> Path:
     mean, std = latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device))
     pipe = build_pipeline(mcfg, build_transformer(mcfg), mean, std).to(device)
     model = pipe.transformer.train().requires_grad_(True)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # What the optimiser and the weight average see: the transformer, and the text encoder if it trains.
+    trained = torch.nn.ModuleDict(dict(transformer=model))
+    if cfg.train_text:
+        trained["text_encoder"] = pipe.text_encoder.train().requires_grad_(True)
+    ema = copy.deepcopy(trained).eval().requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"transformer {n_params / 1e6:.2f}M params, {mcfg.tokens} tokens/clip, device {device}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    print(f"transformer {n_params / 1e6:.2f}M params, {mcfg.tokens} tokens/clip, text encoder "
+          f"{'trained' if cfg.train_text else 'frozen'}, device {device}", flush=True)
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     max_steps = cfg.max_steps or None
@@ -113,7 +143,7 @@ def train(cfg: TrainConfig) -> Path:
             specs = clip_batch(TRAIN_SEED0 + step * cfg.batch_size, cfg.batch_size, mcfg)
             x0 = pixels_to_latents(render(specs, device), mean, std)  # (B, 12, T, H/2, W/2)
             prompts = [s.prompt if rng.random() >= cfg.cond_dropout else "" for s in specs]
-            with torch.no_grad():
+            with torch.set_grad_enabled(cfg.train_text):
                 text = pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
                                           max_sequence_length=mcfg.text_tokens, device=device)[0]
             u = torch.rand(cfg.batch_size, device=device)
@@ -130,11 +160,11 @@ def train(cfg: TrainConfig) -> Path:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
             opt.step()
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
-                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+                torch._foreach_lerp_(list(ema.parameters()), list(trained.parameters()), 1 - decay)
             step += 1
             if step % cfg.log_every == 0 or step == max_steps:
                 value = loss.item()
@@ -154,7 +184,9 @@ def train(cfg: TrainConfig) -> Path:
                 max_steps = step + max(1, int(rate * (cfg.max_minutes * 60 - (now - t0))))
                 print(f"{rate:.1f} steps/s after warm-up: max_steps={max_steps}", flush=True)
 
-    pipe.transformer = ema.float()
+    pipe.transformer = ema["transformer"].float()
+    if cfg.train_text:
+        pipe.text_encoder = ema["text_encoder"].float()
     model_dir = out / "model"
     save_model(pipe, mcfg, model_dir)
     meta = dict(train=dataclasses.asdict(cfg), model=dataclasses.asdict(mcfg), steps=step, params=n_params,
@@ -186,8 +218,11 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
 def parse_args(argv=None) -> TrainConfig:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for f in dataclasses.fields(TrainConfig):
-        default = f.default
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default)
+        default, flag = f.default, "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            p.add_argument(flag, type=type(default), default=default)
     return TrainConfig(**vars(p.parse_args(argv)))
 
 
@@ -198,3 +233,7 @@ if __name__ == "__main__":
         from eval.default_model.evaluate import evaluate_training_run
 
         evaluate_training_run(model_dir, Path(cfg.out), cfg.eval_clips, cfg.device)
+        from eval.default_model.conditioning import main as conditioning
+
+        conditioning(["--model", str(model_dir), "--device", cfg.device, "--clips", "16",
+                      "--out", str(Path(cfg.out) / "conditioning.json")])

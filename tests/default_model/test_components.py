@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from eval.default_model.components import LATENT_CHANNELS, TINY, build_tokenizer, generation_kwargs, identity_vae, \
-    latent_stats, load_model_config, pixels_to_latents
+from eval.default_model.components import LATENT_CHANNELS, TINY, ModelConfig, build_text_encoder, build_tokenizer, \
+    generation_kwargs, identity_vae, latent_stats, load_model_config, pixels_to_latents
 from eval.default_model.procedural import render, sample_spec, vocabulary
-from eval.default_model.train import TrainConfig, lr_at, parse_args
+from eval.default_model.train import TrainConfig, lr_at, model_config, parse_args, train
 
 
 def test_identity_vae_round_trips_pixels_and_matches_pixels_to_latents():
@@ -71,3 +71,32 @@ def test_tiny_training_run_saves_a_wan_pipeline_that_generates(tiny_run):
     again = pipe(prompt=sample_spec(0).prompt, output_type="pt", generator=torch.Generator().manual_seed(0),
                  **kwargs).frames
     assert torch.equal(video, again)
+
+
+def test_model_overrides_and_flags_parse():
+    cfg = parse_args(["--model", "num_layers=3, ffn_dim=128,flow_shift=5", "--train-text"])
+    assert cfg.train_text and not parse_args([]).train_text and not parse_args(["--no-train-text"]).train_text
+    mcfg = model_config(cfg)
+    assert (mcfg.num_layers, mcfg.ffn_dim, mcfg.flow_shift, mcfg.seed) == (3, 128, 5.0, cfg.seed)
+    assert mcfg.head_dim == ModelConfig().head_dim
+    with pytest.raises(ValueError, match="'layers=3' is not field=value"):
+        parse_args(["--model", "layers=3"])
+    with pytest.raises(ValueError, match="num_layers needs a int, got 'x'"):
+        parse_args(["--model", "num_layers=x"])
+    with pytest.raises(ValueError, match="'seed=1' is not field=value"):
+        parse_args(["--model", "seed=1"])
+
+
+def test_train_text_saves_the_trained_encoder_and_frozen_keeps_the_seeded_one(tiny_run, tmp_path):
+    from transformers import T5EncoderModel
+
+    def encoder_delta(model_dir, mcfg):
+        saved = T5EncoderModel.from_pretrained(str(model_dir / "text_encoder"))
+        seeded = build_text_encoder(mcfg, len(build_tokenizer(mcfg.text_tokens)))
+        return max((a - b).abs().max().item() for a, b in zip(saved.parameters(), seeded.parameters()))
+
+    _, frozen_dir = tiny_run
+    assert encoder_delta(frozen_dir, TINY) == 0.0
+    cfg = TrainConfig(out=str(tmp_path), preset="tiny", max_steps=3, batch_size=2, stats_clips=4, device="cpu",
+                      eval_clips=0, train_text=True, lr=1e-2)
+    assert encoder_delta(train(cfg), TINY) > 0.0
