@@ -56,13 +56,12 @@ def record(model_dir: Path, seed: int, steps=STEPS) -> dict:
     from svg2.diffusers import apply, load_pipeline, remove
 
     from eval.default_model.components import generation_kwargs, load_model_config
-    from eval.default_model.procedural import sample_spec
 
     cfg = load_model_config(model_dir)
     pipe = load_pipeline("wan_t2v", model_dir)
     recorder = Recorder(steps)
     apply(pipe, recorder)
-    prompt = sample_spec(seed, cfg.frames, cfg.height, cfg.width).prompt
+    prompt = cfg.spec(seed).prompt
     pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), output_type="latent",
          **generation_kwargs(cfg))
     remove(pipe)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from eval.default_model.procedural import FRAMES, HEIGHT, WIDTH, vocabulary
+from eval.default_model.procedural import FRAMES, HEIGHT, WIDTH, sample_spec, vocabulary
 
 PIXEL_PATCH = 2  # VAE patchify: 64x64 pixels -> 32x32 latents; the transformer's (1, 2, 2) patch -> 16x16 tokens
 LATENT_CHANNELS = 3 * PIXEL_PATCH ** 2
@@ -45,6 +45,11 @@ class ModelConfig:
     text_tokens: int = 32  # max_sequence_length: prompts are <= 28 words + </s>; training pads the same way
     flow_shift: float = 3.0  # the scheduler's shift, and the shift of the training noise levels
     seed: int = 0
+    scene: str = "full"  # procedural.SCENES: the clips it is trained and evaluated on
+
+    def spec(self, seed: int):
+        """The procedural clip (and prompt) of ``seed`` at this model's clip size and scene."""
+        return sample_spec(seed, self.frames, self.height, self.width, self.scene)
 
     @property
     def tokens(self) -> int:

@@ -21,7 +21,7 @@ import torch
 from eval.default_model.components import pixels_to_latents
 from eval.default_model.detector import detect, parse_prompt
 from eval.default_model.evaluate import REPORT_SEED0, load_pipeline
-from eval.default_model.procedural import COLOURS, render, sample_spec
+from eval.default_model.procedural import COLOURS, render
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 SIGMAS = (0.5, 0.8, 0.9, 0.95, 0.99)
@@ -50,7 +50,7 @@ def conditioning_check(pipe, clips: int = 16, sigmas=SIGMAS, seed0: int = REPORT
     mean, std = vae.config.latents_mean, vae.config.latents_std
     lat_mean = torch.tensor(mean, device=device).view(1, -1, 1, 1, 1)
     lat_std = torch.tensor(std, device=device).view(1, -1, 1, 1, 1)
-    specs = [sample_spec(seed0 + i, cfg.frames, cfg.height, cfg.width) for i in range(clips)]
+    specs = [cfg.spec(seed0 + i) for i in range(clips)]
     x0 = pixels_to_latents(render(specs, device), mean, std)
     prompts = [s.prompt for s in specs]
     gen = torch.Generator(device).manual_seed(seed)

@@ -18,7 +18,7 @@ import torch
 
 from eval.default_model.components import DEFAULT_GUIDANCE, DEFAULT_STEPS, generation_kwargs, load_model_config
 from eval.default_model.detector import score_clip, summarise
-from eval.default_model.procedural import render, sample_spec
+from eval.default_model.procedural import render
 
 SELECT_SEED0 = 20_000_000
 REPORT_SEED0 = 30_000_000
@@ -39,7 +39,7 @@ def generate(pipe, seeds: list[int], guidance: float = DEFAULT_GUIDANCE, steps: 
              batch: int = 25) -> tuple[torch.Tensor, list[str]]:
     """Clips (N, T, H, W, 3) in [0, 1] for the prompts of ``seeds``; the noise is seeded by the same seed."""
     cfg = pipe.default_model_config
-    prompts = [sample_spec(s, cfg.frames, cfg.height, cfg.width).prompt for s in seeds]
+    prompts = [cfg.spec(s).prompt for s in seeds]
     device = pipe.transformer.device
     out = []
     for i in range(0, len(seeds), batch):
@@ -56,15 +56,14 @@ def prompt_following(pipe, seeds: list[int], guidance: float, steps: int = DEFAU
     return dict(summary, guidance=guidance, steps=steps, seeds=f"{seeds[0]}..{seeds[-1]}")
 
 
-def save_samples(frames: torch.Tensor, seeds: list[int], path: Path, every: int = 2) -> None:
+def save_samples(frames: torch.Tensor, seeds: list[int], path: Path, cfg, every: int = 2) -> None:
     """Rows: generated clip, then the procedural clip its prompt was drawn from; columns: frames."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    T, H, W = frames.shape[1:4]
-    specs = [sample_spec(s, T, H, W) for s in seeds]
+    specs = [cfg.spec(s) for s in seeds]
     truth = render(specs)
     cols = list(range(0, frames.shape[1], every))
     fig, axes = plt.subplots(2 * len(seeds), len(cols), figsize=(1.2 * len(cols), 2.6 * len(seeds)))
@@ -91,7 +90,7 @@ def evaluate_training_run(model_dir: Path, out: Path, clips: int, device: str) -
     result = dict(selection=select, chosen_guidance=best, report=report)
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     frames, _ = generate(pipe, report_seeds[:6], best)
-    save_samples(frames, report_seeds[:6], out / "samples.png")
+    save_samples(frames, report_seeds[:6], out / "samples.png", pipe.default_model_config)
     for r in report:
         print(f"guidance {r['guidance']}: colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} "
               f"both {r['both_acc']:.2f} (chance {r['both_chance']:.3f})", flush=True)

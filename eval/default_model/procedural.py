@@ -38,6 +38,10 @@ ACTIONS = ("", "spinning", "growing", "shrinking")
 BACKGROUNDS = ("gradient", "stripes", "checkerboard", "clouds")
 MAX_OBJECTS = 3  # main + up to two secondary
 PAN_PROBABILITY = 0.3
+# "full": everything above; "simple": the same subject (same draws) with no pan, no secondary objects and a
+# gradient background -- a diagnostic data set, to tell a model that cannot learn motion from one that cannot
+# learn it amid textured, panning scenes in the same training budget.
+SCENES = ("full", "simple")
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,13 @@ def _track(rng, t, shape, texture, colour, start, velocity, radius0, growth, ang
                        texture_period=float(rng.uniform(0.45, 0.8)))
 
 
-def sample_spec(seed: int, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> ClipSpec:
-    """All randomness of a clip, drawn from ``numpy.random.default_rng(seed)``."""
+def sample_spec(seed: int, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH,
+                scene: str = "full") -> ClipSpec:
+    """All randomness of a clip, drawn from ``numpy.random.default_rng(seed)``; ``scene`` one of SCENES."""
     if seed < 0:
         raise ValueError(f"seed={seed}; expected a non-negative integer")
+    if scene not in SCENES:
+        raise ValueError(f"scene={scene!r}; expected one of {SCENES}")
     if frames < 2 or height < 32 or width < 32:
         raise ValueError(f"clip size {frames}x{height}x{width}; expected >= 2 frames and >= 32x32 pixels")
     rng = np.random.default_rng(seed)
@@ -139,6 +146,7 @@ def sample_spec(seed: int, frames: int = FRAMES, height: int = HEIGHT, width: in
 
     # camera pan: the background and the secondary objects move opposite to the pan
     pan = str(rng.choice(list(DIRECTIONS))) if rng.random() < PAN_PROBABILITY else ""
+    pan = pan if scene == "full" else ""
     world_velocity = np.zeros(2)
     if pan:
         px, py = DIRECTIONS[pan]
@@ -146,7 +154,7 @@ def sample_spec(seed: int, frames: int = FRAMES, height: int = HEIGHT, width: in
 
     others = [c for c in colour_names if c != main_colour]
     secondary = []
-    for _ in range(int(rng.integers(0, MAX_OBJECTS))):
+    for _ in range(int(rng.integers(0, MAX_OBJECTS)) if scene == "full" else 0):
         colour = others.pop(int(rng.integers(len(others))))
         own = rng.uniform(-0.4, 0.4, 2)
         pos = rng.uniform(0.15, 0.85, 2) * np.array([width, height])
@@ -154,7 +162,7 @@ def sample_spec(seed: int, frames: int = FRAMES, height: int = HEIGHT, width: in
                                 rng.uniform(0.05, 0.075) * size, 1.0, rng.uniform(0, 2 * math.pi),
                                 rng.uniform(-0.1, 0.1)))
 
-    background = str(rng.choice(BACKGROUNDS))
+    background = str(rng.choice(BACKGROUNDS)) if scene == "full" else "gradient"
     period = {"gradient": rng.uniform(1.5, 2.5) * size, "stripes": rng.uniform(7, 14),
               "checkerboard": rng.uniform(10, 18), "clouds": 1.0}[background]
     own_drift = rng.uniform(-0.3, 0.3, 2)

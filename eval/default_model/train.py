@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from eval.default_model.components import TINY, ModelConfig, build_pipeline, build_transformer, latent_stats, \
     pixels_to_latents, save_model
-from eval.default_model.procedural import render, sample_spec
+from eval.default_model.procedural import render
 
 PRESETS = {"default": ModelConfig(), "tiny": TINY}
 TRAIN_SEED0 = 0
@@ -91,7 +91,7 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
         if name not in fields or name == "seed" or not value:
             raise ValueError(f"model={cfg.model!r}: {item!r} is not field=value for a ModelConfig field "
                              f"(one of {sorted(set(fields) - {'seed'})})")
-        kind = float if fields[name] in (float, "float") else int
+        kind = {"float": float, "str": str}.get(getattr(fields[name], "__name__", fields[name]), int)
         try:
             overrides[name] = kind(value)
         except ValueError:
@@ -108,7 +108,7 @@ def lr_at(step: int, cfg: TrainConfig, max_steps: int | None) -> float:
 
 
 def clip_batch(seed0: int, n: int, mcfg: ModelConfig) -> list:
-    return [sample_spec(seed0 + i, mcfg.frames, mcfg.height, mcfg.width) for i in range(n)]
+    return [mcfg.spec(seed0 + i) for i in range(n)]
 
 
 def train(cfg: TrainConfig) -> Path:

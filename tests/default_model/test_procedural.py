@@ -77,3 +77,17 @@ def test_bad_inputs_name_the_problem():
         detect(torch.rand(4, 8, 8))
     with pytest.raises(ValueError, match="one \\(frames, height, width\\)"):
         render([sample_spec(1), sample_spec(2, frames=8)])
+
+
+def test_simple_scene_keeps_the_subject_and_drops_the_clutter():
+    for seed in range(40):
+        full, simple = sample_spec(seed), sample_spec(seed, scene="simple")
+        assert all(np.array_equal(getattr(simple.main, f), getattr(full.main, f)) for f in ("x", "y", "angle", "radius"))
+        assert (simple.main.shape, simple.main.colour, simple.main.texture) == (full.main.shape, full.main.colour,
+                                                                                full.main.texture)
+        assert (simple.direction, simple.action) == (full.direction, full.action)
+        assert simple.secondary == () and simple.pan == "" and simple.background == "gradient"
+        assert parse_prompt(simple.prompt) == parse_prompt(full.prompt)
+        assert "past" not in simple.prompt and "camera" not in simple.prompt
+    with pytest.raises(ValueError, match="scene='busy'"):
+        sample_spec(0, scene="busy")
