@@ -76,7 +76,9 @@ def save_samples(frames: torch.Tensor, seeds: list[int], path: Path, cfg, every:
                 if c == 0:
                     ax.set_ylabel("generated" if k == 0 else "procedural", fontsize=7)
         axes[2 * r, 0].set_title(spec.prompt, fontsize=7, loc="left", x=0)
-    fig.tight_layout()
+    # Fixed margins: the prompts span their rows, and tight_layout (matplotlib >= 3.10) then squeezes the
+    # first column down to a dot trying to fit them beside it.
+    fig.subplots_adjust(left=0.04, right=0.995, bottom=0.005, top=0.985, wspace=0.04, hspace=0.3)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
