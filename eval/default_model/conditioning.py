@@ -10,6 +10,10 @@ both predictions. ``follows_prompt``: the prediction with the true prompt shows 
 swapped attribute. A model that reads the word follows the swap at high σ, where the input has little
 signal left; one that ignores it keeps the input's attribute (follows_swap ~ 0). No sampling, so it takes
 seconds on a CPU and isolates the conditioning from the sampler.
+
+``--denoise`` instead reports how well the model denoises at all: for each σ, the RMS error of its one-step
+x0 prediction against the RMS of the noise it was given (``ratio`` < 1: it removes noise; a model whose ratio
+is far from 0 at low σ leaves speckle in its samples whatever its prompt does).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from eval.default_model.procedural import COLOURS, render
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 SIGMAS = (0.5, 0.8, 0.9, 0.95, 0.99)
+DENOISE_SIGMAS = (0.01, 0.03, 0.1, 0.3, 0.6, 0.9)
 
 
 def swap_word(prompt: str, attribute: str) -> str:
@@ -79,6 +84,29 @@ def conditioning_check(pipe, clips: int = 16, sigmas=SIGMAS, seed0: int = REPORT
     return rows
 
 
+@torch.no_grad()
+def denoising_error(pipe, clips: int = 8, sigmas=DENOISE_SIGMAS, seed0: int = REPORT_SEED0, seed: int = 0) -> list[dict]:
+    """Per σ: RMS of the one-step x0 error (true prompts) and of the input's own error, in normalised latents."""
+    cfg = pipe.default_model_config
+    device = pipe.transformer.device
+    mean, std = pipe.vae.config.latents_mean, pipe.vae.config.latents_std
+    specs = [cfg.spec(seed0 + i) for i in range(clips)]
+    x0 = pixels_to_latents(render(specs, device), mean, std)
+    text = pipe.encode_prompt([s.prompt for s in specs], do_classifier_free_guidance=False,
+                              max_sequence_length=cfg.text_tokens, device=device)[0]
+    gen = torch.Generator(device).manual_seed(seed)
+    rows = []
+    for sigma in sigmas:
+        noise = torch.randn(x0.shape, generator=gen, device=device)
+        xt = (1 - sigma) * x0 + sigma * noise
+        pred = xt - sigma * pipe.transformer(xt, torch.full((clips,), sigma * 1000, device=device), text,
+                                             return_dict=False)[0]
+        x0_rmse = (pred - x0).pow(2).mean().sqrt().item()
+        input_rmse = (xt - x0).pow(2).mean().sqrt().item()
+        rows.append(dict(sigma=sigma, clips=clips, x0_rmse=x0_rmse, input_rmse=input_rmse, ratio=x0_rmse / input_rmse))
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     from pathlib import Path
 
@@ -87,11 +115,19 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--out", default=None, help="write the rows as JSON here")
+    p.add_argument("--denoise", action="store_true", help="report the one-step denoising error per σ instead")
     args = p.parse_args(argv)
-    rows = conditioning_check(load_pipeline(args.model, args.device), args.clips)
-    for r in rows:
-        print(f"sigma {r['sigma']:.2f} {r['attribute']:9s} follows prompt {r['follows_prompt']:.2f}  "
-              f"follows swapped word {r['follows_swap']:.2f}  ({r['clips']} clips)")
+    pipe = load_pipeline(args.model, args.device)
+    if args.denoise:
+        rows = denoising_error(pipe, args.clips)
+        for r in rows:
+            print(f"sigma {r['sigma']:.2f}: x0 RMS error {r['x0_rmse']:.4f} vs input {r['input_rmse']:.4f} "
+                  f"(ratio {r['ratio']:.2f}, {r['clips']} clips)")
+    else:
+        rows = conditioning_check(pipe, args.clips)
+        for r in rows:
+            print(f"sigma {r['sigma']:.2f} {r['attribute']:9s} follows prompt {r['follows_prompt']:.2f}  "
+                  f"follows swapped word {r['follows_swap']:.2f}  ({r['clips']} clips)")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return rows

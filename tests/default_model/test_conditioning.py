@@ -23,3 +23,15 @@ def test_conditioning_check_reports_both_attributes_per_sigma(tiny_run):
     assert [(r["sigma"], r["attribute"]) for r in rows] == [(0.3, "colour"), (0.3, "direction"),
                                                             (0.99, "colour"), (0.99, "direction")]
     assert all(0 <= r["follows_prompt"] <= 1 and 0 <= r["follows_swap"] <= 1 and r["clips"] == 2 for r in rows)
+
+
+def test_denoising_error_compares_the_prediction_with_the_input_noise(tiny_run):
+    from eval.default_model.conditioning import denoising_error
+
+    _, model_dir = tiny_run
+    rows = denoising_error(load_pipeline(model_dir), clips=2, sigmas=(0.1, 0.9))
+    assert [r["sigma"] for r in rows] == [0.1, 0.9]
+    for r in rows:
+        # the input's own error is sigma * RMS(noise - x0): about sigma * sqrt(2) for unit-variance latents
+        assert 0.5 * r["sigma"] < r["input_rmse"] < 2.5 * r["sigma"]
+        assert r["x0_rmse"] > 0 and r["ratio"] == pytest.approx(r["x0_rmse"] / r["input_rmse"])
