@@ -35,3 +35,18 @@ def test_denoising_error_compares_the_prediction_with_the_input_noise(tiny_run):
         # the input's own error is sigma * RMS(noise - x0): about sigma * sqrt(2) for unit-variance latents
         assert 0.5 * r["sigma"] < r["input_rmse"] < 2.5 * r["sigma"]
         assert r["x0_rmse"] > 0 and r["ratio"] == pytest.approx(r["x0_rmse"] / r["input_rmse"])
+
+
+def test_token_shuffle_round_trips_and_is_measured_per_sigma(tiny_run):
+    import torch
+
+    from eval.default_model.conditioning import _tokens, _untokens, position_sensitivity
+
+    z = torch.randn(2, 12, 4, 6, 10)
+    tokens = _tokens(z, (1, 2, 2))
+    assert tokens.shape == (2, 4 * 3 * 5, 48) and torch.equal(_untokens(tokens, z.shape, (1, 2, 2)), z)
+    # token k of frame 0 at row 0, column 1 holds latent pixels (0..1, 2..3) of every channel
+    assert torch.equal(tokens[0, 1].reshape(12, 1, 2, 2), z[0, :, 0:1, 0:2, 2:4])
+    _, model_dir = tiny_run
+    rows = position_sensitivity(load_pipeline(model_dir), clips=2, sigmas=(0.5, 0.99))
+    assert [r["sigma"] for r in rows] == [0.5, 0.99] and all(r["relative_change"] > 0 for r in rows)
