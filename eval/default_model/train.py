@@ -215,14 +215,27 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+HELP = {
+    "out": "folder for model/, loss.csv, loss.png and the evaluation",
+    "preset": f"model size preset: {', '.join(PRESETS)}",
+    "max_steps": "steps to train; 0: set from the step rate measured in warm-up and --max-minutes",
+    "max_minutes": "training time budget when --max-steps is 0",
+    "train_shift": "shift of the training noise levels; 0: the scheduler's flow_shift",
+    "train_text": "train the text encoder with the transformer (default: keep its seeded random weights)",
+    "model": 'ModelConfig fields that differ from the preset, e.g. "num_layers=8,ffn_dim=1024,scene=simple"',
+    "eval_clips": "clips per guidance and seed set scored after training (0: skip the evaluation)",
+}
+
+
 def parse_args(argv=None) -> TrainConfig:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for f in dataclasses.fields(TrainConfig):
         default, flag = f.default, "--" + f.name.replace("_", "-")
+        kwargs = dict(default=default, help=HELP.get(f.name))
         if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
-            p.add_argument(flag, type=type(default), default=default)
+            p.add_argument(flag, type=type(default), **kwargs)
     return TrainConfig(**vars(p.parse_args(argv)))
 
 
