@@ -64,6 +64,7 @@ class ClipScore:
     direction: str  # detected; "" when the subject is not found in enough frames
     expected_colour: str
     expected_direction: str
+    speed: float = 0.0  # detected subject's centroid speed, pixels per frame (0 when not found in 2 frames)
 
     @property
     def colour_ok(self) -> bool:
@@ -80,6 +81,11 @@ class ClipScore:
 
 def detect(frames: torch.Tensor) -> tuple[str, str]:
     """(dominant object colour, motion direction) of a clip (T, H, W, 3) in [0, 1]."""
+    return detect_motion(frames)[:2]
+
+
+def detect_motion(frames: torch.Tensor) -> tuple[str, str, float]:
+    """``detect``'s colour and direction, plus the speed (pixels per frame) of that colour's centroid."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames have shape {tuple(frames.shape)}; expected (T, H, W, 3)")
     frames = frames.float().cpu()
@@ -94,7 +100,7 @@ def detect(frames: torch.Tensor) -> tuple[str, str]:
     cy = (mask.sum(2) * ys).sum(1) / n.clamp_min(1)
     seen = n >= MIN_PIXELS_PER_FRAME
     if seen.sum() < 2:
-        return list(COLOURS)[colour_id], ""
+        return list(COLOURS)[colour_id], "", 0.0
     t = torch.arange(T, dtype=torch.float32)[seen]
     t = t - t.mean()
     vx = (t * cx[seen]).sum() / (t * t).sum()  # least-squares slopes, pixels per frame
@@ -103,13 +109,13 @@ def detect(frames: torch.Tensor) -> tuple[str, str]:
         direction = "right" if vx > 0 else "left"
     else:
         direction = "down" if vy > 0 else "up"
-    return list(COLOURS)[colour_id], direction
+    return list(COLOURS)[colour_id], direction, float(torch.hypot(vx, vy))
 
 
 def score_clip(frames: torch.Tensor, prompt: str) -> ClipScore:
     colour, direction = parse_prompt(prompt)
-    got_colour, got_direction = detect(frames)
-    return ClipScore(got_colour, got_direction, colour, direction)
+    got_colour, got_direction, speed = detect_motion(frames)
+    return ClipScore(got_colour, got_direction, colour, direction, speed)
 
 
 def summarise(scores: list[ClipScore]) -> dict[str, float]:
@@ -121,4 +127,5 @@ def summarise(scores: list[ClipScore]) -> dict[str, float]:
             "colour_acc": sum(s.colour_ok for s in scores) / n,
             "direction_acc": sum(s.direction_ok for s in scores) / n,
             "both_acc": sum(s.both_ok for s in scores) / n,
+            "subject_speed": sum(s.speed for s in scores) / n,  # pixels per frame; procedural clips: ~1.7 at 64 px
             **{f"{k}_chance": v for k, v in CHANCE.items()}}

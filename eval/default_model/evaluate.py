@@ -95,7 +95,8 @@ def evaluate_training_run(model_dir: Path, out: Path, clips: int, device: str) -
     save_samples(frames, report_seeds[:6], out / "samples.png", pipe.default_model_config)
     for r in report:
         print(f"guidance {r['guidance']}: colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} "
-              f"both {r['both_acc']:.2f} (chance {r['both_chance']:.3f})", flush=True)
+              f"both {r['both_acc']:.2f} (chance {r['both_chance']:.3f}), subject speed {r['subject_speed']:.2f} "
+              "pixels/frame", flush=True)
     return result
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.default_model.detector import CHANCE, detect, parse_prompt, score_clip, summarise
+from eval.default_model.detector import CHANCE, detect, detect_motion, parse_prompt, score_clip, summarise
 from eval.default_model.procedural import COLOURS, DIRECTIONS, FRAMES, HEIGHT, WIDTH, render, sample_spec, vocabulary
 
 
@@ -66,6 +66,19 @@ def test_detector_sees_a_reversed_clip_move_the_other_way():
     opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
     assert detect(frames) == (spec.main.colour, spec.direction)
     assert detect(frames.flip(0)) == (spec.main.colour, opposite[spec.direction])
+
+
+def test_detector_measures_the_subjects_speed():
+    spec = sample_spec(7)
+    frames = render([spec])[0]
+    true_speed = float(np.hypot(np.diff(spec.main.x).mean(), np.diff(spec.main.y).mean()))
+    colour, direction, speed = detect_motion(frames)
+    assert (colour, direction) == (spec.main.colour, spec.direction)
+    assert speed == pytest.approx(true_speed, rel=0.1)
+    still = frames[:1].expand_as(frames)  # the first frame held: the subject does not move
+    assert detect_motion(still)[2] == pytest.approx(0.0, abs=1e-4)
+    summary = summarise([score_clip(frames, spec.prompt), score_clip(still, spec.prompt)])
+    assert summary["subject_speed"] == pytest.approx(speed / 2, rel=1e-4)
 
 
 def test_bad_inputs_name_the_problem():
