@@ -52,22 +52,30 @@ def swap_word(prompt: str, attribute: str) -> str:
     return " ".join(words)
 
 
+def _held_out(pipe, clips: int, seed0: int) -> tuple[torch.Tensor, list[str]]:
+    """Normalised latents (on the model's device) and prompts of the procedural clips of seeds seed0, seed0 + 1, ..."""
+    cfg = pipe.default_model_config
+    specs = [cfg.spec(seed0 + i) for i in range(clips)]
+    x0 = pixels_to_latents(render(specs, pipe.transformer.device), pipe.vae.config.latents_mean,
+                           pipe.vae.config.latents_std)
+    return x0, [s.prompt for s in specs]
+
+
+def _encode(pipe, texts: list[str]) -> torch.Tensor:
+    """Prompt embeddings padded as in generation."""
+    return pipe.encode_prompt(texts, do_classifier_free_guidance=False,
+                              max_sequence_length=pipe.default_model_config.text_tokens,
+                              device=pipe.transformer.device)[0]
+
+
 @torch.no_grad()
 def conditioning_check(pipe, clips: int = 16, sigmas=SIGMAS, seed0: int = REPORT_SEED0, seed: int = 0) -> list[dict]:
-    cfg = pipe.default_model_config
     device = pipe.transformer.device
     vae = pipe.vae
-    mean, std = vae.config.latents_mean, vae.config.latents_std
-    lat_mean = torch.tensor(mean, device=device).view(1, -1, 1, 1, 1)
-    lat_std = torch.tensor(std, device=device).view(1, -1, 1, 1, 1)
-    specs = [cfg.spec(seed0 + i) for i in range(clips)]
-    x0 = pixels_to_latents(render(specs, device), mean, std)
-    prompts = [s.prompt for s in specs]
+    lat_mean = torch.tensor(vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
+    lat_std = torch.tensor(vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
+    x0, prompts = _held_out(pipe, clips, seed0)
     gen = torch.Generator(device).manual_seed(seed)
-
-    def encode(texts):
-        return pipe.encode_prompt(texts, do_classifier_free_guidance=False, max_sequence_length=cfg.text_tokens,
-                                  device=device)[0]
 
     def detected(latents):
         video = vae.decode(latents * lat_std + lat_mean, return_dict=False)[0]
@@ -79,10 +87,10 @@ def conditioning_check(pipe, clips: int = 16, sigmas=SIGMAS, seed0: int = REPORT
         noise = torch.randn(x0.shape, generator=gen, device=device)
         xt = (1 - sigma) * x0 + sigma * noise
         t = torch.full((clips,), sigma * 1000, device=device)
-        base = detected(xt - sigma * pipe.transformer(xt, t, encode(prompts), return_dict=False)[0])
+        base = detected(xt - sigma * pipe.transformer(xt, t, _encode(pipe, prompts), return_dict=False)[0])
         for k, attribute in enumerate(("colour", "direction")):
             swapped = [swap_word(p, attribute) for p in prompts]
-            pred = detected(xt - sigma * pipe.transformer(xt, t, encode(swapped), return_dict=False)[0])
+            pred = detected(xt - sigma * pipe.transformer(xt, t, _encode(pipe, swapped), return_dict=False)[0])
             rows.append(dict(sigma=sigma, attribute=attribute, clips=clips,
                              follows_prompt=sum(b[k] == parse_prompt(p)[k] for b, p in zip(base, prompts)) / clips,
                              follows_swap=sum(d[k] == parse_prompt(p)[k] for d, p in zip(pred, swapped)) / clips))
@@ -90,15 +98,12 @@ def conditioning_check(pipe, clips: int = 16, sigmas=SIGMAS, seed0: int = REPORT
 
 
 @torch.no_grad()
-def denoising_error(pipe, clips: int = 8, sigmas=DENOISE_SIGMAS, seed0: int = REPORT_SEED0, seed: int = 0) -> list[dict]:
+def denoising_error(pipe, clips: int = 8, sigmas=DENOISE_SIGMAS, seed0: int = REPORT_SEED0,
+                    seed: int = 0) -> list[dict]:
     """Per σ: RMS of the one-step x0 error (true prompts) and of the input's own error, in normalised latents."""
-    cfg = pipe.default_model_config
     device = pipe.transformer.device
-    mean, std = pipe.vae.config.latents_mean, pipe.vae.config.latents_std
-    specs = [cfg.spec(seed0 + i) for i in range(clips)]
-    x0 = pixels_to_latents(render(specs, device), mean, std)
-    text = pipe.encode_prompt([s.prompt for s in specs], do_classifier_free_guidance=False,
-                              max_sequence_length=cfg.text_tokens, device=device)[0]
+    x0, prompts = _held_out(pipe, clips, seed0)
+    text = _encode(pipe, prompts)
     gen = torch.Generator(device).manual_seed(seed)
     rows = []
     for sigma in sigmas:
@@ -132,15 +137,11 @@ def position_sensitivity(pipe, clips: int = 4, sigmas=(0.5, 0.9, 0.99), seed0: i
                          seed: int = 0) -> list[dict]:
     """Per σ: ||f(shuffled x_t) un-shuffled - f(x_t)|| / ||f(x_t)|| for the model output f, one random
     permutation of the tokens per σ (true prompts)."""
-    cfg = pipe.default_model_config
     tr = pipe.transformer
     device = tr.device
     patch = tuple(tr.config.patch_size)
-    mean, std = pipe.vae.config.latents_mean, pipe.vae.config.latents_std
-    specs = [cfg.spec(seed0 + i) for i in range(clips)]
-    x0 = pixels_to_latents(render(specs, device), mean, std)
-    text = pipe.encode_prompt([s.prompt for s in specs], do_classifier_free_guidance=False,
-                              max_sequence_length=cfg.text_tokens, device=device)[0]
+    x0, prompts = _held_out(pipe, clips, seed0)
+    text = _encode(pipe, prompts)
     gen = torch.Generator(device).manual_seed(seed)
     rows = []
     for sigma in sigmas:
