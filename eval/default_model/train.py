@@ -15,6 +15,11 @@ is what gets saved.
 The number of steps is fixed after a short warm-up from the measured rate and ``max_minutes`` and printed;
 ``--max-steps N --max-minutes 0`` re-runs the same schedule without a clock.
 
+A run can stop and go on: ``--stop-after-minutes M`` ends this invocation after M minutes, and SIGTERM or
+Ctrl-C end it at the next step; either way the state (weights, weight average, optimiser, random generators,
+step) is saved to ``checkpoint.pt`` under ``--out`` (also every ``--checkpoint-minutes``), and ``--resume``
+continues from it with the same schedule, appending to ``loss.csv``.
+
 ``--train-text`` trains the text encoder with the transformer (its weights start from the same seeded random
 ones); ``--model "num_layers=8,ffn_dim=1024"`` changes ModelConfig fields of the preset.
 
@@ -25,11 +30,13 @@ saved, the evaluation of evaluate.py (``eval.json``, ``samples.png``) and of con
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import dataclasses
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +73,11 @@ class TrainConfig:
     log_every: int = 10
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     eval_clips: int = 50
+    stop_after_minutes: float = 0.0  # end this invocation after this long, saving checkpoint.pt; 0: no limit
+    checkpoint_minutes: float = 5.0  # also save checkpoint.pt this often
+    resume: bool = False  # continue from checkpoint.pt under out
+    compile: bool = False  # torch.compile the transformer for training (GPU: ~1 min to compile, 2.5x the step rate)
+    spec_workers: int = -1  # processes drawing the next steps' clip specs; -1: 2 on a GPU, 0 (inline) on the CPU
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -74,6 +86,11 @@ class TrainConfig:
             raise ValueError(f"max_steps={self.max_steps} and max_minutes={self.max_minutes}; expected one > 0")
         if not self.max_steps and self.warmup_steps <= 10:
             raise ValueError(f"warmup_steps={self.warmup_steps}; expected > 10 when the clock sets max_steps")
+        if self.stop_after_minutes < 0 or self.checkpoint_minutes <= 0:
+            raise ValueError(f"stop_after_minutes={self.stop_after_minutes}, checkpoint_minutes="
+                             f"{self.checkpoint_minutes}; expected >= 0 and > 0")
+        if self.spec_workers < -1:
+            raise ValueError(f"spec_workers={self.spec_workers}; expected >= 0, or -1 for the default")
         if self.train_shift < 0:
             raise ValueError(f"train_shift={self.train_shift}; expected > 0, or 0 for the scheduler's flow_shift")
         model_config(self)  # names a bad --model entry before anything runs
@@ -111,7 +128,74 @@ def clip_batch(seed0: int, n: int, mcfg: ModelConfig) -> list:
     return [mcfg.spec(seed0 + i) for i in range(n)]
 
 
-def train(cfg: TrainConfig) -> Path:
+class _SpecFeed:
+    """The clip specs of step after step; with workers, drawn ahead in other processes (they are plain numpy
+    and took as long as a training step on the H200)."""
+
+    def __init__(self, cfg: TrainConfig, mcfg: ModelConfig, first_step: int, device: torch.device):
+        workers = cfg.spec_workers if cfg.spec_workers >= 0 else (2 if device.type == "cuda" else 0)
+        self.args, self.step, self.ahead = (cfg.batch_size, mcfg), first_step, 2 * workers
+        self.pool, self.pending = None, []
+        if workers:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def _seed0(self, step: int) -> int:
+        return TRAIN_SEED0 + step * self.args[0]
+
+    def next(self) -> list:
+        if self.pool is None:
+            specs = clip_batch(self._seed0(self.step), *self.args)
+        else:
+            while len(self.pending) <= self.ahead:
+                k = self.step + len(self.pending)
+                self.pending.append(self.pool.submit(clip_batch, self._seed0(k), *self.args))
+            specs = self.pending.pop(0).result()
+        self.step += 1
+        return specs
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+CHECKPOINT = "checkpoint.pt"
+# Fields that may differ between a run and its resumption: they say how this invocation runs, not what it trains.
+_RUN_FIELDS = {"stop_after_minutes", "checkpoint_minutes", "resume", "eval_clips", "log_every", "device", "compile",
+               "spec_workers"}
+
+
+def _schedule_fields(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_FIELDS}
+
+
+class _StopRequest:
+    """Turns SIGTERM and Ctrl-C into a flag the training loop checks after each step (main thread only)."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: TrainConfig) -> Path | None:
+    """Train; the saved model's folder, or None when the run stopped early (``checkpoint.pt`` holds its state)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     mcfg = model_config(cfg)
@@ -119,8 +203,12 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
+    ckpt = _load_checkpoint(out, cfg) if cfg.resume else None
 
-    mean, std = latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device))
+    if ckpt is None:
+        mean, std = latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device))
+    else:
+        mean, std = ckpt["latents_mean"], ckpt["latents_std"]
     pipe = build_pipeline(mcfg, build_transformer(mcfg), mean, std).to(device)
     model = pipe.transformer.train().requires_grad_(True)
     # What the optimiser and the weight average see: the transformer, and the text encoder if it trains.
@@ -129,18 +217,43 @@ def train(cfg: TrainConfig) -> Path:
         trained["text_encoder"] = pipe.text_encoder.train().requires_grad_(True)
     ema = copy.deepcopy(trained).eval().requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"transformer {n_params / 1e6:.2f}M params, {mcfg.tokens} tokens/clip, text encoder "
-          f"{'trained' if cfg.train_text else 'frozen'}, device {device}", flush=True)
     opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    max_steps = cfg.max_steps or None
-    rows, smooth, t0, step = [], None, time.perf_counter(), 0
-    with open(out / "loss.csv", "w", newline="") as f:
+    max_steps, smooth, step, done_s = cfg.max_steps or None, None, 0, 0.0
+    if ckpt is not None:
+        trained.load_state_dict(ckpt["trained"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+        max_steps, smooth, step, done_s = ckpt["max_steps"], ckpt["loss_smooth"], ckpt["step"], ckpt["elapsed_s"]
+    print(f"transformer {n_params / 1e6:.2f}M params, {mcfg.tokens} tokens/clip, text encoder "
+          f"{'trained' if cfg.train_text else 'frozen'}, device {device}"
+          + (f", resumed at step {step} of {max_steps}" if ckpt else ""), flush=True)
+
+    def save_checkpoint():
+        state = dict(config=_schedule_fields(cfg), step=step, max_steps=max_steps, loss_smooth=smooth,
+                     elapsed_s=done_s + time.perf_counter() - t0, latents_mean=mean, latents_std=std,
+                     trained=trained.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
+                     numpy_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(),
+                     cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+        torch.save(state, out / (CHECKPOINT + ".tmp"))
+        (out / (CHECKPOINT + ".tmp")).replace(out / CHECKPOINT)  # a kill mid-write leaves the old one whole
+
+    forward = torch.compile(model) if cfg.compile else model
+    feed = _SpecFeed(cfg, mcfg, step, device)
+    t0 = time.perf_counter()
+    last_save, stopped, start_step = t0, None, step
+    with open(out / "loss.csv", "a" if ckpt else "w", newline="") as f, _StopRequest() as stop, \
+            contextlib.closing(feed):
         log = csv.writer(f)
-        log.writerow(["step", "loss", "loss_smooth", "lr", "elapsed_s", "clips_per_s"])
+        if ckpt is None:
+            log.writerow(["step", "loss", "loss_smooth", "lr", "elapsed_s", "clips_per_s"])
         while max_steps is None or step < max_steps:
-            specs = clip_batch(TRAIN_SEED0 + step * cfg.batch_size, cfg.batch_size, mcfg)
+            specs = feed.next()
             x0 = pixels_to_latents(render(specs, device), mean, std)  # (B, 12, T, H/2, W/2)
             prompts = [s.prompt if rng.random() >= cfg.cond_dropout else "" for s in specs]
             with torch.set_grad_enabled(cfg.train_text):
@@ -153,7 +266,7 @@ def train(cfg: TrainConfig) -> Path:
             s = sigma.view(-1, 1, 1, 1, 1)
             xt = (1 - s) * x0 + s * noise
             with amp:
-                pred = model(xt, sigma * 1000, text, return_dict=False)[0]
+                pred = forward(xt, sigma * 1000, text, return_dict=False)[0]
             loss = F.mse_loss(pred.float(), noise - x0)
             lr = lr_at(step, cfg, max_steps)
             for g in opt.param_groups:
@@ -166,23 +279,39 @@ def train(cfg: TrainConfig) -> Path:
             with torch.no_grad():
                 torch._foreach_lerp_(list(ema.parameters()), list(trained.parameters()), 1 - decay)
             step += 1
+            now = time.perf_counter()
             if step % cfg.log_every == 0 or step == max_steps:
                 value = loss.item()
                 smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
-                elapsed = time.perf_counter() - t0
+                elapsed = done_s + now - t0
                 log.writerow([step, f"{value:.5f}", f"{smooth:.5f}", f"{lr:.2e}", f"{elapsed:.1f}",
                               f"{step * cfg.batch_size / elapsed:.1f}"])
                 f.flush()
-                rows.append((step, value, smooth))
                 if step % (cfg.log_every * 20) == 0 or step == max_steps:
                     print(f"step {step} loss {smooth:.4f} lr {lr:.2e} {elapsed:.0f}s", flush=True)
-            if step == 10:
-                t10 = time.perf_counter()  # the rate excludes start-up (allocator, kernel selection)
+            if step == start_step + 10:
+                t10 = now  # the rate excludes start-up (allocator, kernel selection)
             if max_steps is None and step == cfg.warmup_steps:
-                now = time.perf_counter()
                 rate = (step - 10) / (now - t10)
                 max_steps = step + max(1, int(rate * (cfg.max_minutes * 60 - (now - t0))))
                 print(f"{rate:.1f} steps/s after warm-up: max_steps={max_steps}", flush=True)
+            if stop.signal and max_steps is None:
+                print(f"stopped at step {step} ({stop.signal}) before the step count was fixed; nothing saved",
+                      flush=True)
+                return None
+            if max_steps is None or step >= max_steps:
+                continue  # no checkpoint before the schedule is fixed; none needed at the end
+            if stop.signal or (cfg.stop_after_minutes and now - t0 >= cfg.stop_after_minutes * 60):
+                stopped = stop.signal or f"--stop-after-minutes {cfg.stop_after_minutes:g}"
+                break
+            if now - last_save >= cfg.checkpoint_minutes * 60:
+                save_checkpoint()
+                last_save = time.perf_counter()
+    if stopped:
+        save_checkpoint()
+        print(f"stopped at step {step} of {max_steps} ({stopped}); state saved to {out / CHECKPOINT}: "
+              "continue with the same arguments and --resume", flush=True)
+        return None
 
     pipe.transformer = ema["transformer"].float()
     if cfg.train_text:
@@ -190,11 +319,26 @@ def train(cfg: TrainConfig) -> Path:
     model_dir = out / "model"
     save_model(pipe, mcfg, model_dir)
     meta = dict(train=dataclasses.asdict(cfg), model=dataclasses.asdict(mcfg), steps=step, params=n_params,
-                seconds=round(time.perf_counter() - t0, 1), final_loss_smooth=smooth)
+                seconds=round(done_s + time.perf_counter() - t0, 1), final_loss_smooth=smooth)
     (out / "train.json").write_text(json.dumps(meta, indent=1))
     plot_loss(out / "loss.csv", out / "loss.png")
+    (out / CHECKPOINT).unlink(missing_ok=True)
     print(f"saved {model_dir} after {step} steps", flush=True)
     return model_dir
+
+
+def _load_checkpoint(out: Path, cfg: TrainConfig) -> dict:
+    path = out / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: {path} does not exist; expected the checkpoint of a stopped run "
+                                "under --out (a finished run removes it)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    saved, now = ckpt["config"], _schedule_fields(cfg)
+    diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+    if diff:
+        raise ValueError(f"--resume: {path} was written with other settings (saved, given): {diff}; "
+                         "resume with the arguments of the stopped run")
+    return ckpt
 
 
 def plot_loss(csv_path: Path, png_path: Path) -> None:
@@ -224,6 +368,11 @@ HELP = {
     "train_text": "train the text encoder with the transformer (default: keep its seeded random weights)",
     "model": 'ModelConfig fields that differ from the preset, e.g. "num_layers=8,ffn_dim=1024,scene=simple"',
     "eval_clips": "clips per guidance and seed set scored after training (0: skip the evaluation)",
+    "stop_after_minutes": "end this invocation after this many minutes, saving checkpoint.pt (0: no limit)",
+    "checkpoint_minutes": "save checkpoint.pt this often while training",
+    "compile": "torch.compile the transformer for training (worth it on a GPU)",
+    "spec_workers": "processes drawing clip specs ahead of the training step; -1: 2 on a GPU, none on the CPU",
+    "resume": "continue the stopped run under --out from its checkpoint.pt, with the same arguments",
 }
 
 
@@ -242,7 +391,7 @@ def parse_args(argv=None) -> TrainConfig:
 if __name__ == "__main__":
     cfg = parse_args()
     model_dir = train(cfg)
-    if cfg.eval_clips:
+    if model_dir is not None and cfg.eval_clips:
         from eval.default_model.evaluate import evaluate_training_run
 
         evaluate_training_run(model_dir, Path(cfg.out), cfg.eval_clips, cfg.device)

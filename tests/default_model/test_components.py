@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -100,3 +101,32 @@ def test_train_text_saves_the_trained_encoder_and_frozen_keeps_the_seeded_one(ti
     cfg = TrainConfig(out=str(tmp_path), preset="tiny", max_steps=3, batch_size=2, stats_clips=4, device="cpu",
                       eval_clips=0, train_text=True, lr=1e-2)
     assert encoder_delta(train(cfg), TINY) > 0.0
+
+
+def test_a_run_stopped_and_resumed_step_by_step_ends_with_the_uninterrupted_weights(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    out, model_dir = tiny_run
+    cfg = TrainConfig(out=str(tmp_path), preset="tiny", max_steps=4, batch_size=2, stats_clips=4, log_every=1,
+                      device="cpu", eval_clips=0, stop_after_minutes=1e-9, spec_workers=1)  # stops after every step
+    assert train(cfg) is None and (tmp_path / "checkpoint.pt").exists()
+    resumed = [train(dataclasses.replace(cfg, resume=True)) for _ in range(3)]
+    assert resumed[:2] == [None, None] and resumed[2] is not None
+    assert not (tmp_path / "checkpoint.pt").exists()
+    want = load_file(model_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+    got = load_file(resumed[2] / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0, msg=name)
+    assert (tmp_path / "loss.csv").read_text().splitlines()[0] == (out / "loss.csv").read_text().splitlines()[0]
+    assert len((tmp_path / "loss.csv").read_text().splitlines()) == 5  # header + one row per step, no repeats
+
+
+def test_resume_refuses_a_missing_checkpoint_or_other_settings(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path), preset="tiny", max_steps=4, batch_size=2, stats_clips=4, log_every=1,
+                      device="cpu", eval_clips=0, stop_after_minutes=1e-9)
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt does not exist"):
+        train(dataclasses.replace(cfg, resume=True))
+    train(cfg)
+    with pytest.raises(ValueError, match="batch_size"):
+        train(dataclasses.replace(cfg, resume=True, batch_size=3))
