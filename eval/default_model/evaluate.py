@@ -1,6 +1,7 @@
 """Does the default model follow its prompts, and how fast does it generate on this machine?
 
     python -m eval.default_model.evaluate --model eval/default_model/model --clips 50          # prompt following
+    python -m eval.default_model.evaluate --device cuda --steps 32 --guidance 5                # other sampler settings
     python -m eval.default_model.evaluate --model eval/default_model/model --time              # one default clip
 
 Prompt following: generate clips for procedural prompts from seeds the training never saw, score each with the
@@ -117,6 +118,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--clips", type=int, default=50)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps of each clip")
     p.add_argument("--time", action="store_true", help="time one default clip instead of scoring")
     args = p.parse_args(argv)
     pipe = load_pipeline(args.model, args.device)
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
                               tokens=pipe.default_model_config.tokens, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE)))
         return
     seeds = list(range(REPORT_SEED0, REPORT_SEED0 + args.clips))
-    print(json.dumps(prompt_following(pipe, seeds, args.guidance)))
+    print(json.dumps(prompt_following(pipe, seeds, args.guidance, args.steps)))
 
 
 if __name__ == "__main__":

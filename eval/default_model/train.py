@@ -20,6 +20,11 @@ Ctrl-C end it at the next step; either way the state (weights, weight average, o
 step) is saved to ``checkpoint.pt`` under ``--out`` (also every ``--checkpoint-minutes``), and ``--resume``
 continues from it with the same schedule, appending to ``loss.csv``.
 
+Several GPUs: ``torchrun --standalone --nproc-per-node 2 -m eval.default_model.train ...`` splits each
+step's batch over the processes (``--batch-size`` stays the global batch); the noise is drawn for the whole
+batch on every process and gradients are averaged, so it takes the same steps as one process (tested on the
+CPU against a single-process run). Rank 0 logs, saves and evaluates.
+
 ``--train-text`` trains the text encoder with the transformer (its weights start from the same seeded random
 ones); ``--model "num_layers=8,ffn_dim=1024"`` changes ModelConfig fields of the preset.
 
@@ -36,6 +41,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -132,9 +138,11 @@ class _SpecFeed:
     """The clip specs of step after step; with workers, drawn ahead in other processes (they are plain numpy
     and took as long as a training step on the H200)."""
 
-    def __init__(self, cfg: TrainConfig, mcfg: ModelConfig, first_step: int, device: torch.device):
+    def __init__(self, cfg: TrainConfig, mcfg: ModelConfig, first_step: int, device: torch.device,
+                 rank: int = 0, world: int = 1):
         workers = cfg.spec_workers if cfg.spec_workers >= 0 else (2 if device.type == "cuda" else 0)
-        self.args, self.step, self.ahead = (cfg.batch_size, mcfg), first_step, 2 * workers
+        self.batch, self.offset = cfg.batch_size, rank * (cfg.batch_size // world)  # this rank's slice
+        self.args, self.step, self.ahead = (cfg.batch_size // world, mcfg), first_step, 2 * workers
         self.pool, self.pending = None, []
         if workers:
             import multiprocessing
@@ -143,7 +151,7 @@ class _SpecFeed:
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
     def _seed0(self, step: int) -> int:
-        return TRAIN_SEED0 + step * self.args[0]
+        return TRAIN_SEED0 + step * self.batch + self.offset
 
     def next(self) -> list:
         if self.pool is None:
@@ -194,19 +202,109 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+class _Ranks:
+    """This process's place in a multi-process run started by ``torchrun`` (WORLD_SIZE > 1), or a single one.
+
+    Every rank renders its slice of the global batch; the noise of the whole batch is drawn on every rank from
+    the same seed and sliced, and gradients are averaged, so N ranks take the steps one process would.
+    Rank 0 alone logs, saves and evaluates; the ranks agree on stopping and saving at logging steps."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = device
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every rank."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Per flag: whether any rank raised it."""
+        if self.world == 1:
+            return list(flags)
+        import torch.distributed as dist
+
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return value
+
+    def average_gradients(self, params) -> None:
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        grads = [p.grad for p in params if p.grad is not None]  # the same parameters on every rank
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat /= self.world
+        for g, avg in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            g.copy_(avg)
+
+    def close(self, wait: bool = True) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if wait:
+                dist.barrier()
+            dist.destroy_process_group()
+
+
 def train(cfg: TrainConfig) -> Path | None:
-    """Train; the saved model's folder, or None when the run stopped early (``checkpoint.pt`` holds its state)."""
+    """Train; the saved model's folder, or None when the run stopped early (``checkpoint.pt`` holds its state)
+    and on every rank but the first of a multi-process run."""
+    ranks = _Ranks(torch.device(cfg.device))
+    try:
+        result = _train(cfg, ranks)
+    except BaseException:
+        ranks.close(wait=False)  # the other ranks fail on their next collective instead of waiting here
+        raise
+    ranks.close()
+    return result
+
+
+def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     mcfg = model_config(cfg)
-    device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    device, world, say = ranks.device, ranks.world, (print if ranks.main else lambda *a, **k: None)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split over {world} processes")
+    b, lo = cfg.batch_size // world, ranks.rank * (cfg.batch_size // world)  # this rank's slice of the batch
+    torch.manual_seed(cfg.seed)  # the same on every rank: noise is drawn for the whole batch, then sliced
     rng = np.random.default_rng(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
-    ckpt = _load_checkpoint(out, cfg) if cfg.resume else None
+    ckpt = _load_checkpoint(out, cfg, world) if cfg.resume else None
 
     if ckpt is None:
-        mean, std = latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device))
+        mean, std = ranks.broadcast(latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device)))
     else:
         mean, std = ckpt["latents_mean"], ckpt["latents_std"]
     pipe = build_pipeline(mcfg, build_transformer(mcfg), mean, std).to(device)
@@ -230,39 +328,43 @@ def train(cfg: TrainConfig) -> Path | None:
         if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         max_steps, smooth, step, done_s = ckpt["max_steps"], ckpt["loss_smooth"], ckpt["step"], ckpt["elapsed_s"]
-    print(f"transformer {n_params / 1e6:.2f}M params, {mcfg.tokens} tokens/clip, text encoder "
-          f"{'trained' if cfg.train_text else 'frozen'}, device {device}"
-          + (f", resumed at step {step} of {max_steps}" if ckpt else ""), flush=True)
+    say(f"transformer {n_params / 1e6:.2f}M params, {mcfg.tokens} tokens/clip, text encoder "
+        f"{'trained' if cfg.train_text else 'frozen'}, device {device}"
+        + (f" x {world} processes" if world > 1 else "")
+        + (f", resumed at step {step} of {max_steps}" if ckpt else ""), flush=True)
 
     def save_checkpoint():
-        state = dict(config=_schedule_fields(cfg), step=step, max_steps=max_steps, loss_smooth=smooth,
-                     elapsed_s=done_s + time.perf_counter() - t0, latents_mean=mean, latents_std=std,
-                     trained=trained.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
+        if not ranks.main:
+            return
+        state = dict(config=_schedule_fields(cfg), world_size=world, step=step, max_steps=max_steps,
+                     loss_smooth=smooth, elapsed_s=done_s + time.perf_counter() - t0, latents_mean=mean,
+                     latents_std=std, trained=trained.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
                      numpy_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(),
                      cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
         torch.save(state, out / (CHECKPOINT + ".tmp"))
         (out / (CHECKPOINT + ".tmp")).replace(out / CHECKPOINT)  # a kill mid-write leaves the old one whole
 
     forward = torch.compile(model) if cfg.compile else model
-    feed = _SpecFeed(cfg, mcfg, step, device)
+    feed = _SpecFeed(cfg, mcfg, step, device, ranks.rank, world)
     t0 = time.perf_counter()
     last_save, stopped, start_step = t0, None, step
-    with open(out / "loss.csv", "a" if ckpt else "w", newline="") as f, _StopRequest() as stop, \
-            contextlib.closing(feed):
+    log_file = open(out / "loss.csv", "a" if ckpt else "w", newline="") if ranks.main else open(os.devnull, "w")
+    with log_file as f, _StopRequest() as stop, contextlib.closing(feed):
         log = csv.writer(f)
         if ckpt is None:
             log.writerow(["step", "loss", "loss_smooth", "lr", "elapsed_s", "clips_per_s"])
         while max_steps is None or step < max_steps:
             specs = feed.next()
-            x0 = pixels_to_latents(render(specs, device), mean, std)  # (B, 12, T, H/2, W/2)
-            prompts = [s.prompt if rng.random() >= cfg.cond_dropout else "" for s in specs]
+            x0 = pixels_to_latents(render(specs, device), mean, std)  # (b, 12, T, H/2, W/2)
+            keep = rng.random(cfg.batch_size)[lo:lo + b] >= cfg.cond_dropout
+            prompts = [s.prompt if k else "" for s, k in zip(specs, keep)]
             with torch.set_grad_enabled(cfg.train_text):
                 text = pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
                                           max_sequence_length=mcfg.text_tokens, device=device)[0]
-            u = torch.rand(cfg.batch_size, device=device)
+            u = torch.rand(cfg.batch_size, device=device)[lo:lo + b]
             shift = cfg.train_shift or mcfg.flow_shift
             sigma = shift * u / (1 + (shift - 1) * u)
-            noise = torch.randn_like(x0)
+            noise = torch.randn((cfg.batch_size,) + tuple(x0.shape[1:]), device=device)[lo:lo + b]
             s = sigma.view(-1, 1, 1, 1, 1)
             xt = (1 - s) * x0 + s * noise
             with amp:
@@ -273,6 +375,7 @@ def train(cfg: TrainConfig) -> Path | None:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            ranks.average_gradients(trained.parameters())
             torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
             opt.step()
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -280,37 +383,45 @@ def train(cfg: TrainConfig) -> Path | None:
                 torch._foreach_lerp_(list(ema.parameters()), list(trained.parameters()), 1 - decay)
             step += 1
             now = time.perf_counter()
-            if step % cfg.log_every == 0 or step == max_steps:
-                value = loss.item()
+            logging_step = step % cfg.log_every == 0 or step == max_steps
+            if logging_step:
+                value = ranks.mean(loss).item()
                 smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
                 elapsed = done_s + now - t0
                 log.writerow([step, f"{value:.5f}", f"{smooth:.5f}", f"{lr:.2e}", f"{elapsed:.1f}",
                               f"{step * cfg.batch_size / elapsed:.1f}"])
                 f.flush()
                 if step % (cfg.log_every * 20) == 0 or step == max_steps:
-                    print(f"step {step} loss {smooth:.4f} lr {lr:.2e} {elapsed:.0f}s", flush=True)
+                    say(f"step {step} loss {smooth:.4f} lr {lr:.2e} {elapsed:.0f}s", flush=True)
             if step == start_step + 10:
                 t10 = now  # the rate excludes start-up (allocator, kernel selection)
             if max_steps is None and step == cfg.warmup_steps:
                 rate = (step - 10) / (now - t10)
-                max_steps = step + max(1, int(rate * (cfg.max_minutes * 60 - (now - t0))))
-                print(f"{rate:.1f} steps/s after warm-up: max_steps={max_steps}", flush=True)
-            if stop.signal and max_steps is None:
-                print(f"stopped at step {step} ({stop.signal}) before the step count was fixed; nothing saved",
-                      flush=True)
-                return None
-            if max_steps is None or step >= max_steps:
-                continue  # no checkpoint before the schedule is fixed; none needed at the end
-            if stop.signal or (cfg.stop_after_minutes and now - t0 >= cfg.stop_after_minutes * 60):
-                stopped = stop.signal or f"--stop-after-minutes {cfg.stop_after_minutes:g}"
+                max_steps = ranks.broadcast(step + max(1, int(rate * (cfg.max_minutes * 60 - (now - t0)))))
+                say(f"{rate:.1f} steps/s after warm-up: max_steps={max_steps}", flush=True)
+            if step == max_steps or (world > 1 and not logging_step):
+                continue  # no checkpoint needed at the end; several processes agree at logging steps only
+            signal_, time_up, save_due = ranks.any(
+                bool(stop.signal), bool(cfg.stop_after_minutes and now - t0 >= cfg.stop_after_minutes * 60),
+                now - last_save >= cfg.checkpoint_minutes * 60)
+            if max_steps is None:  # no checkpoint before the schedule is fixed
+                if signal_:
+                    say(f"stopped at step {step} ({stop.signal or 'signal'}) before the step count was fixed; "
+                        "nothing saved", flush=True)
+                    return None
+                continue
+            if signal_ or time_up:
+                stopped = (stop.signal or "signal") if signal_ else f"--stop-after-minutes {cfg.stop_after_minutes:g}"
                 break
-            if now - last_save >= cfg.checkpoint_minutes * 60:
+            if save_due:
                 save_checkpoint()
                 last_save = time.perf_counter()
     if stopped:
         save_checkpoint()
-        print(f"stopped at step {step} of {max_steps} ({stopped}); state saved to {out / CHECKPOINT}: "
-              "continue with the same arguments and --resume", flush=True)
+        say(f"stopped at step {step} of {max_steps} ({stopped}); state saved to {out / CHECKPOINT}: "
+            "continue with the same arguments and --resume", flush=True)
+        return None
+    if not ranks.main:
         return None
 
     pipe.transformer = ema["transformer"].float()
@@ -319,7 +430,7 @@ def train(cfg: TrainConfig) -> Path | None:
     model_dir = out / "model"
     save_model(pipe, mcfg, model_dir)
     meta = dict(train=dataclasses.asdict(cfg), model=dataclasses.asdict(mcfg), steps=step, params=n_params,
-                seconds=round(done_s + time.perf_counter() - t0, 1), final_loss_smooth=smooth)
+                processes=world, seconds=round(done_s + time.perf_counter() - t0, 1), final_loss_smooth=smooth)
     (out / "train.json").write_text(json.dumps(meta, indent=1))
     plot_loss(out / "loss.csv", out / "loss.png")
     (out / CHECKPOINT).unlink(missing_ok=True)
@@ -327,7 +438,7 @@ def train(cfg: TrainConfig) -> Path | None:
     return model_dir
 
 
-def _load_checkpoint(out: Path, cfg: TrainConfig) -> dict:
+def _load_checkpoint(out: Path, cfg: TrainConfig, world: int) -> dict:
     path = out / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"--resume: {path} does not exist; expected the checkpoint of a stopped run "
@@ -335,6 +446,8 @@ def _load_checkpoint(out: Path, cfg: TrainConfig) -> dict:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     saved, now = ckpt["config"], _schedule_fields(cfg)
     diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+    if ckpt.get("world_size", 1) != world:
+        diff["processes"] = (ckpt.get("world_size", 1), world)
     if diff:
         raise ValueError(f"--resume: {path} was written with other settings (saved, given): {diff}; "
                          "resume with the arguments of the stopped run")
@@ -362,6 +475,7 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
 HELP = {
     "out": "folder for model/, loss.csv, loss.png and the evaluation",
     "preset": f"model size preset: {', '.join(PRESETS)}",
+    "batch_size": "clips per step, over all processes of a torchrun",
     "max_steps": "steps to train; 0: set from the step rate measured in warm-up and --max-minutes",
     "max_minutes": "training time budget when --max-steps is 0",
     "train_shift": "shift of the training noise levels; 0: the scheduler's flow_shift",
