@@ -19,6 +19,13 @@ is far from 0 at low σ leaves speckle in its samples whatever its prompt does).
 tokens of the noisy input are shuffled (the output un-shuffled before comparing). 0 means a model that treats
 every token alike wherever it sits (a bag of tokens: it can get colours right but not shapes or motion);
 a model that builds shapes and motion from neighbouring tokens changes a lot.
+
+``--restart`` asks where sampling loses what the prompt asks for: each held-out clip is noised to the
+scheduler's noise level nearest below σ_start and the sampler (the pipeline's scheduler, steps and guidance)
+runs from there to the end; the detector scores colour, direction and subject speed of the result. σ_start = 1
+is a normal generation from pure noise; as σ_start falls, more of the clip's layout and motion is given. A
+model whose samples keep the clip's motion from σ 0.9 but not from 0.99 decides motion at the highest noise
+levels; one that loses it even from low σ cannot carry motion through its own denoising steps.
 """
 from __future__ import annotations
 
@@ -27,14 +34,15 @@ import json
 
 import torch
 
-from eval.default_model.components import pixels_to_latents
-from eval.default_model.detector import detect, parse_prompt
+from eval.default_model.components import DEFAULT_GUIDANCE, DEFAULT_STEPS, pixels_to_latents
+from eval.default_model.detector import detect, detect_motion, parse_prompt
 from eval.default_model.evaluate import REPORT_SEED0, load_pipeline
 from eval.default_model.procedural import COLOURS, render
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 SIGMAS = (0.5, 0.8, 0.9, 0.95, 0.99)
 DENOISE_SIGMAS = (0.01, 0.03, 0.1, 0.3, 0.6, 0.9)
+RESTART_SIGMAS = (0.6, 0.8, 0.9, 0.95, 1.0)
 
 
 def swap_word(prompt: str, attribute: str) -> str:
@@ -68,19 +76,23 @@ def _encode(pipe, texts: list[str]) -> torch.Tensor:
                               device=pipe.transformer.device)[0]
 
 
+def _frames(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents -> clips (B, T, H, W, 3) in [0, 1] on the CPU, decoded as the pipeline decodes."""
+    device = latents.device
+    lat_mean = torch.tensor(pipe.vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
+    lat_std = torch.tensor(pipe.vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
+    video = pipe.vae.decode(latents * lat_std + lat_mean, return_dict=False)[0]
+    return pipe.video_processor.postprocess_video(video, output_type="pt").permute(0, 1, 3, 4, 2).float().cpu()
+
+
 @torch.no_grad()
 def conditioning_check(pipe, clips: int = 16, sigmas=SIGMAS, seed0: int = REPORT_SEED0, seed: int = 0) -> list[dict]:
     device = pipe.transformer.device
-    vae = pipe.vae
-    lat_mean = torch.tensor(vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
-    lat_std = torch.tensor(vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
     x0, prompts = _held_out(pipe, clips, seed0)
     gen = torch.Generator(device).manual_seed(seed)
 
     def detected(latents):
-        video = vae.decode(latents * lat_std + lat_mean, return_dict=False)[0]
-        frames = pipe.video_processor.postprocess_video(video, output_type="pt").permute(0, 1, 3, 4, 2)
-        return [detect(f.float().cpu()) for f in frames]  # (colour, direction) per clip
+        return [detect(f) for f in _frames(pipe, latents)]  # (colour, direction) per clip
 
     rows = []
     for sigma in sigmas:
@@ -156,6 +168,75 @@ def position_sensitivity(pipe, clips: int = 4, sigmas=(0.5, 0.9, 0.99), seed0: i
     return rows
 
 
+def _start_index(sigmas: list[float], sigma_start: float) -> int:
+    """The first of the scheduler's levels at or below ``sigma_start`` (len(sigmas): below them all)."""
+    return next((i for i, s in enumerate(sigmas) if s <= sigma_start + 1e-6), len(sigmas))
+
+
+def start_level(pipe, sigma_start: float, steps: int = DEFAULT_STEPS) -> tuple[int, float]:
+    """(sampler steps skipped, noise level sampling starts from) for ``sigma_start``."""
+    from diffusers import UniPCMultistepScheduler
+
+    sched = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    sigmas = sched.sigmas.tolist()
+    i = _start_index(sigmas[:-1], sigma_start)
+    return i, sigmas[i]
+
+
+@torch.no_grad()
+def sample_from(pipe, x0: torch.Tensor, prompts: list[str], sigma_start: float, noise: torch.Tensor,
+                steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE) -> torch.Tensor:
+    """Normalised latents sampled from ``x0`` noised to the first scheduler level <= ``sigma_start`` (pure
+    ``noise`` when that is the first level: what the pipeline does), with classifier-free guidance as in
+    ``WanPipeline``."""
+    from diffusers import UniPCMultistepScheduler
+
+    tr = pipe.transformer
+    sched = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps, device=x0.device)
+    sigmas = sched.sigmas[:-1].tolist()
+    start = _start_index(sigmas, sigma_start)
+    if start == len(sigmas):
+        return x0.clone()  # below the last level: nothing left to sample
+    sched.set_begin_index(start)
+    x = noise.clone() if start == 0 else (1 - sigmas[start]) * x0 + sigmas[start] * noise
+    cond, uncond = _encode(pipe, prompts), _encode(pipe, [""] * len(prompts))
+    for t in sched.timesteps[start:]:
+        ts = t.expand(x.shape[0])
+        v = tr(x, ts, cond, return_dict=False)[0]
+        if guidance > 1:
+            v_uncond = tr(x, ts, uncond, return_dict=False)[0]
+            v = v_uncond + guidance * (v - v_uncond)
+        x = sched.step(v, t, x, return_dict=False)[0]
+    return x
+
+
+@torch.no_grad()
+def restart_check(pipe, clips: int = 16, starts=RESTART_SIGMAS, steps: int = DEFAULT_STEPS,
+                  guidance: float = DEFAULT_GUIDANCE, seed0: int = REPORT_SEED0, seed: int = 0) -> list[dict]:
+    """Per σ_start: how often the sample from the held-out clip noised to σ_start shows the prompt's colour
+    and direction, and how fast its subject moves (the clips themselves: ``data_speed``)."""
+    device = pipe.transformer.device
+    x0, prompts = _held_out(pipe, clips, seed0)
+    want = [parse_prompt(p) for p in prompts]
+    data = [detect_motion(f) for f in _frames(pipe, x0)]
+    rows = []
+    for sigma in starts:
+        noise = torch.randn(x0.shape, generator=torch.Generator(device).manual_seed(seed), device=device)
+        got = [detect_motion(f) for f in _frames(pipe, sample_from(pipe, x0, prompts, sigma, noise, steps, guidance))]
+        skipped, level = start_level(pipe, sigma, steps)
+        rows.append(dict(sigma_start=sigma, start_level=level, steps_skipped=skipped, clips=clips, steps=steps,
+                         guidance=guidance,
+                         colour_acc=sum(g[0] == w[0] for g, w in zip(got, want)) / clips,
+                         direction_acc=sum(g[1] == w[1] for g, w in zip(got, want)) / clips,
+                         subject_speed=sum(g.speed for g in got) / clips,
+                         subject_steadiness=sum(g.steadiness for g in got) / clips,
+                         data_speed=sum(d.speed for d in data) / clips,
+                         data_steadiness=sum(d.steadiness for d in data) / clips))
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     from pathlib import Path
 
@@ -166,9 +247,17 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--denoise", action="store_true", help="report the one-step denoising error per σ instead")
     p.add_argument("--shuffle", action="store_true", help="report how much shuffling the tokens changes the output")
+    p.add_argument("--restart", action="store_true",
+                   help="sample from held-out clips noised to each σ_start and score what survives the sampler")
     args = p.parse_args(argv)
     pipe = load_pipeline(args.model, args.device)
-    if args.shuffle:
+    if args.restart:
+        rows = restart_check(pipe, args.clips)
+        for r in rows:
+            print(f"from sigma {r['sigma_start']:.2f} (level {r['start_level']:.3f}, {r['steps_skipped']} steps skipped): colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} "
+                  f"subject speed {r['subject_speed']:.2f} px/frame, steadiness {r['subject_steadiness']:.2f} "
+                  f"(the clips: {r['data_speed']:.2f}, {r['data_steadiness']:.2f}; {r['clips']} clips)")
+    elif args.shuffle:
         rows = position_sensitivity(pipe, args.clips)
         for r in rows:
             print(f"sigma {r['sigma']:.2f}: output changes by {r['relative_change']:.3f} of its norm when the "

@@ -5,7 +5,10 @@ No learned model: objects in the procedural data are saturated and backgrounds a
 - colour: among saturated, bright-enough pixels of all frames, the palette hue with the most pixels
   (the subject is drawn larger than the secondary objects, and they never share its colour);
 - direction: the per-frame centroid of the pixels of that hue, fitted by a line over time; the larger
-  displacement axis and its sign give left/right/up/down.
+  displacement axis and its sign give left/right/up/down;
+- speed and steadiness (not scored against the prompt): the slope of that line in pixels per frame, and how
+  well the line explains the centroid's track (R², 1 for a subject that translates steadily; a subject that
+  appears, vanishes or jumps between places scores low).
 
 Chance is 1/6 for colour, 1/4 for direction and 1/24 for both.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -65,6 +69,7 @@ class ClipScore:
     expected_colour: str
     expected_direction: str
     speed: float = 0.0  # detected subject's centroid speed, pixels per frame (0 when not found in 2 frames)
+    steadiness: float = 0.0  # R² of the straight-line fit of its centroid track (0 when not found in 3 frames)
 
     @property
     def colour_ok(self) -> bool:
@@ -84,8 +89,15 @@ def detect(frames: torch.Tensor) -> tuple[str, str]:
     return detect_motion(frames)[:2]
 
 
-def detect_motion(frames: torch.Tensor) -> tuple[str, str, float]:
-    """``detect``'s colour and direction, plus the speed (pixels per frame) of that colour's centroid."""
+class Motion(NamedTuple):
+    colour: str
+    direction: str  # "" when the subject is not found in enough frames
+    speed: float  # pixels per frame, of the centroid's least-squares line
+    steadiness: float  # R² of that line over the centroid's track (both axes); 0 with fewer than 3 frames
+
+
+def detect_motion(frames: torch.Tensor) -> Motion:
+    """``detect``'s colour and direction, plus the speed and steadiness of that colour's centroid."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames have shape {tuple(frames.shape)}; expected (T, H, W, 3)")
     frames = frames.float().cpu()
@@ -99,23 +111,28 @@ def detect_motion(frames: torch.Tensor) -> tuple[str, str, float]:
     cx = (mask.sum(1) * xs).sum(1) / n.clamp_min(1)
     cy = (mask.sum(2) * ys).sum(1) / n.clamp_min(1)
     seen = n >= MIN_PIXELS_PER_FRAME
+    name = list(COLOURS)[colour_id]
     if seen.sum() < 2:
-        return list(COLOURS)[colour_id], "", 0.0
+        return Motion(name, "", 0.0, 0.0)
     t = torch.arange(T, dtype=torch.float32)[seen]
     t = t - t.mean()
-    vx = (t * cx[seen]).sum() / (t * t).sum()  # least-squares slopes, pixels per frame
-    vy = (t * cy[seen]).sum() / (t * t).sum()
+    px, py = cx[seen] - cx[seen].mean(), cy[seen] - cy[seen].mean()
+    vx = (t * px).sum() / (t * t).sum()  # least-squares slopes, pixels per frame
+    vy = (t * py).sum() / (t * t).sum()
     if vx.abs() >= vy.abs():
         direction = "right" if vx > 0 else "left"
     else:
         direction = "down" if vy > 0 else "up"
-    return list(COLOURS)[colour_id], direction, float(torch.hypot(vx, vy))
+    spread = (px * px + py * py).sum()
+    residual = ((px - vx * t) ** 2 + (py - vy * t) ** 2).sum()
+    steadiness = float(1 - residual / spread) if seen.sum() >= 3 and spread > 1e-6 else 0.0
+    return Motion(name, direction, float(torch.hypot(vx, vy)), steadiness)
 
 
 def score_clip(frames: torch.Tensor, prompt: str) -> ClipScore:
     colour, direction = parse_prompt(prompt)
-    got_colour, got_direction, speed = detect_motion(frames)
-    return ClipScore(got_colour, got_direction, colour, direction, speed)
+    got = detect_motion(frames)
+    return ClipScore(got.colour, got.direction, colour, direction, got.speed, got.steadiness)
 
 
 def summarise(scores: list[ClipScore]) -> dict[str, float]:
@@ -128,4 +145,5 @@ def summarise(scores: list[ClipScore]) -> dict[str, float]:
             "direction_acc": sum(s.direction_ok for s in scores) / n,
             "both_acc": sum(s.both_ok for s in scores) / n,
             "subject_speed": sum(s.speed for s in scores) / n,  # pixels per frame; procedural clips: ~1.7 at 64 px
+            "subject_steadiness": sum(s.steadiness for s in scores) / n,  # R² of the centroid's straight line
             **{f"{k}_chance": v for k, v in CHANCE.items()}}

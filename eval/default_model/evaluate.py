@@ -97,7 +97,7 @@ def evaluate_training_run(model_dir: Path, out: Path, clips: int, device: str) -
     for r in report:
         print(f"guidance {r['guidance']}: colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} "
               f"both {r['both_acc']:.2f} (chance {r['both_chance']:.3f}), subject speed {r['subject_speed']:.2f} "
-              "pixels/frame", flush=True)
+              f"pixels/frame, steadiness {r['subject_steadiness']:.2f}", flush=True)
     return result
 
 

@@ -1,6 +1,7 @@
 """Train the embedded default model: flow matching on procedural clips, saved as a WanPipeline directory.
 
-    python -m eval.default_model.train --out /tmp/run --max-minutes 4.5          # the shipped run (H200)
+    python -m eval.default_model.train --out /tmp/run --max-minutes 18 --batch-size 128 --compile \
+        --ema-decay 0.999                                                        # the shipped run (H200)
     python -m eval.default_model.train --out /tmp/smoke --preset tiny --max-steps 3 --device cpu --eval-clips 2
 
 Every step renders a fresh batch of clips (seeds ``TRAIN_SEED0 + step * batch + i``; evaluation seeds come
@@ -65,12 +66,12 @@ class TrainConfig:
     out: str = "/tmp/default_model_run"
     preset: str = "default"
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = 128  # clips per step, over all processes
     lr: float = 1e-3
     warmup_steps: int = 100  # the step rate is measured during warm-up, when lr does not depend on max_steps
     max_steps: int = 0  # 0: set from the measured rate and max_minutes
-    max_minutes: float = 4.5
-    ema_decay: float = 0.995
+    max_minutes: float = 18.0
+    ema_decay: float = 0.999
     cond_dropout: float = 0.1
     train_shift: float = 0.0  # shift of the training noise levels; 0: the scheduler's flow_shift (module doc)
     train_text: bool = False  # train the text encoder with the transformer (else its seeded random weights stay)

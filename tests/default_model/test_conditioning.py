@@ -50,3 +50,35 @@ def test_token_shuffle_round_trips_and_is_measured_per_sigma(tiny_run):
     _, model_dir = tiny_run
     rows = position_sensitivity(load_pipeline(model_dir), clips=2, sigmas=(0.5, 0.99))
     assert [r["sigma"] for r in rows] == [0.5, 0.99] and all(r["relative_change"] > 0 for r in rows)
+
+
+def test_sampling_from_pure_noise_is_the_pipelines_generation(tiny_run):
+    import torch
+
+    from eval.default_model.components import generation_kwargs
+    from eval.default_model.conditioning import _held_out, sample_from
+
+    _, model_dir = tiny_run
+    pipe = load_pipeline(model_dir)
+    x0, prompts = _held_out(pipe, 2, 30_000_000)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    kwargs = generation_kwargs(pipe.default_model_config, steps=4, guidance=3.0)
+    want = pipe(prompt=prompts, latents=noise.clone(), output_type="latent", **kwargs).frames
+    got = sample_from(pipe, x0, prompts, 1.0, noise, steps=4, guidance=3.0)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # from below the last noise level there is nothing to sample; from a middle level the clip shows through
+    assert torch.equal(sample_from(pipe, x0, prompts, 0.0, noise, steps=4), x0)
+    mid = sample_from(pipe, x0, prompts, 0.5, noise, steps=4, guidance=3.0)
+    assert (mid - x0).norm() < (got - x0).norm()
+
+
+def test_restart_check_scores_every_start(tiny_run):
+    from eval.default_model.conditioning import restart_check
+
+    _, model_dir = tiny_run
+    rows = restart_check(load_pipeline(model_dir), clips=2, starts=(0.8, 1.0), steps=3)
+    assert [r["sigma_start"] for r in rows] == [0.8, 1.0]
+    assert rows[1]["steps_skipped"] == 0 and rows[1]["start_level"] == pytest.approx(1.0, abs=1e-4)
+    assert 0 < rows[0]["steps_skipped"] < 3 and rows[0]["start_level"] <= 0.8
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("colour_acc", "direction_acc"))
+    assert all(r["subject_speed"] >= 0 and r["data_speed"] > 0 for r in rows)

@@ -72,13 +72,25 @@ def test_detector_measures_the_subjects_speed():
     spec = sample_spec(7)
     frames = render([spec])[0]
     true_speed = float(np.hypot(np.diff(spec.main.x).mean(), np.diff(spec.main.y).mean()))
-    colour, direction, speed = detect_motion(frames)
-    assert (colour, direction) == (spec.main.colour, spec.direction)
-    assert speed == pytest.approx(true_speed, rel=0.1)
+    got = detect_motion(frames)
+    assert (got.colour, got.direction) == (spec.main.colour, spec.direction)
+    assert got.speed == pytest.approx(true_speed, rel=0.1)
     still = frames[:1].expand_as(frames)  # the first frame held: the subject does not move
-    assert detect_motion(still)[2] == pytest.approx(0.0, abs=1e-4)
+    assert detect_motion(still).speed == pytest.approx(0.0, abs=1e-4)
     summary = summarise([score_clip(frames, spec.prompt), score_clip(still, spec.prompt)])
-    assert summary["subject_speed"] == pytest.approx(speed / 2, rel=1e-4)
+    assert summary["subject_speed"] == pytest.approx(got.speed / 2, rel=1e-4)
+
+
+def test_steadiness_tells_a_translating_subject_from_one_that_jumps():
+    clips = render([sample_spec(s) for s in range(8)])
+    steady = [detect_motion(c).steadiness for c in clips]
+    assert min(steady) > 0.99  # procedural subjects move along straight lines
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)  # fresh frame orders each run
+    jumping = [detect_motion(c[torch.randperm(c.shape[0], generator=g)]).steadiness for c in clips]
+    assert sum(jumping) / len(jumping) < 0.5  # the same frames in a random order: the centroid jumps about
+    assert detect_motion(clips[0][:1].expand_as(clips[0])).steadiness == 0.0  # a still subject has no line
+    assert summarise([score_clip(c, sample_spec(s).prompt) for s, c in enumerate(clips)])["subject_steadiness"] \
+        == pytest.approx(sum(steady) / len(steady))
 
 
 def test_bad_inputs_name_the_problem():
