@@ -247,12 +247,21 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--denoise", action="store_true", help="report the one-step denoising error per σ instead")
     p.add_argument("--shuffle", action="store_true", help="report how much shuffling the tokens changes the output")
+    p.add_argument("--sigmas", default=",".join(map(str, SIGMAS)), help="the prompt check's noise levels")
     p.add_argument("--restart", action="store_true",
                    help="sample from held-out clips noised to each σ_start and score what survives the sampler")
+    p.add_argument("--starts", default=",".join(map(str, RESTART_SIGMAS)), help="--restart: the σ_start values")
+    p.add_argument("--flow-shift", type=float, default=None,
+                   help="--restart: sample with this scheduler shift instead of the model's")
     args = p.parse_args(argv)
     pipe = load_pipeline(args.model, args.device)
     if args.restart:
-        rows = restart_check(pipe, args.clips)
+        if args.flow_shift is not None:
+            from diffusers import UniPCMultistepScheduler
+
+            pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=args.flow_shift)
+        starts = tuple(float(x) for x in args.starts.split(","))
+        rows = [dict(r, flow_shift=pipe.scheduler.config.flow_shift) for r in restart_check(pipe, args.clips, starts)]
         for r in rows:
             print(f"from sigma {r['sigma_start']:.2f} (level {r['start_level']:.3f}, {r['steps_skipped']} steps skipped): colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} "
                   f"subject speed {r['subject_speed']:.2f} px/frame, steadiness {r['subject_steadiness']:.2f} "
@@ -268,7 +277,7 @@ def main(argv=None) -> list[dict]:
             print(f"sigma {r['sigma']:.2f}: x0 RMS error {r['x0_rmse']:.4f} vs input {r['input_rmse']:.4f} "
                   f"(ratio {r['ratio']:.2f}, {r['clips']} clips)")
     else:
-        rows = conditioning_check(pipe, args.clips)
+        rows = conditioning_check(pipe, args.clips, tuple(float(x) for x in args.sigmas.split(",")))
         for r in rows:
             print(f"sigma {r['sigma']:.2f} {r['attribute']:9s} follows prompt {r['follows_prompt']:.2f}  "
                   f"follows swapped word {r['follows_swap']:.2f}  ({r['clips']} clips)")

@@ -82,3 +82,25 @@ def test_restart_check_scores_every_start(tiny_run):
     assert 0 < rows[0]["steps_skipped"] < 3 and rows[0]["start_level"] <= 0.8
     assert all(0 <= r[k] <= 1 for r in rows for k in ("colour_acc", "direction_acc"))
     assert all(r["subject_speed"] >= 0 and r["data_speed"] > 0 for r in rows)
+
+
+def test_restart_command_samples_with_another_shift(tiny_run, tmp_path):
+    import json
+
+    from eval.default_model.conditioning import main
+
+    _, model_dir = tiny_run
+    out = tmp_path / "restart.json"
+    rows = main(["--model", str(model_dir), "--restart", "--starts", "1.0", "--flow-shift", "8", "--clips", "1",
+                 "--out", str(out)])
+    assert [(r["sigma_start"], r["flow_shift"]) for r in rows] == [(1.0, 8.0)]
+    assert json.loads(out.read_text()) == rows
+
+
+def test_prompt_check_command_takes_its_noise_levels(tiny_run):
+    from eval.default_model.conditioning import main
+
+    _, model_dir = tiny_run
+    rows = main(["--model", str(model_dir), "--sigmas", "0.99,1.0", "--clips", "1"])
+    assert [(r["sigma"], r["attribute"]) for r in rows] == [(0.99, "colour"), (0.99, "direction"),
+                                                            (1.0, "colour"), (1.0, "direction")]
