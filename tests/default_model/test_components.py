@@ -132,25 +132,32 @@ def test_resume_refuses_a_missing_checkpoint_or_other_settings(tmp_path):
         train(dataclasses.replace(cfg, resume=True, batch_size=3))
 
 
-def test_two_processes_take_the_steps_of_one(tiny_run, tmp_path):
-    """torchrun with 2 CPU processes (gloo), each rendering half of every batch, ends with the weights of the
-    single-process run of the same schedule (up to float summation order)."""
+def _torchrun(out_dir, *extra):
+    """The tiny_run schedule under torchrun with 2 CPU processes (gloo); the finished process."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from safetensors.torch import load_file
-
-    out, model_dir = tiny_run
     repo = Path(__file__).parents[2]
     env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "eval.default_model.train", "--out", str(tmp_path), "--preset", "tiny", "--max-steps", "4",
-           "--batch-size", "2", "--stats-clips", "4", "--log-every", "1", "--device", "cpu", "--eval-clips", "0"]
+           "-m", "eval.default_model.train", "--out", str(out_dir), "--preset", "tiny", "--max-steps", "4",
+           "--batch-size", "2", "--stats-clips", "4", "--log-every", "1", "--device", "cpu", "--eval-clips", "0",
+           *extra]
     done = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x 2 processes" in done.stdout
+    return done
+
+
+def test_two_processes_take_the_steps_of_one(tiny_run, tmp_path):
+    """torchrun with 2 CPU processes, each rendering half of every batch, ends with the weights of the
+    single-process run of the same schedule (up to float summation order)."""
+    from safetensors.torch import load_file
+
+    out, model_dir = tiny_run
+    _torchrun(tmp_path)
     meta = json.loads((tmp_path / "train.json").read_text())
     assert meta["processes"] == 2 and meta["steps"] == 4
     want = load_file(model_dir / "transformer" / "diffusion_pytorch_model.safetensors")
@@ -171,3 +178,19 @@ def test_batch_must_split_over_the_processes(tmp_path, monkeypatch):
     cfg = TrainConfig(out=str(tmp_path), preset="tiny", max_steps=1, batch_size=4, device="cpu", eval_clips=0)
     with pytest.raises(ValueError, match="batch_size=4 does not split over 3 processes"):
         train_module._train(cfg, ranks)
+
+
+def test_two_processes_stop_and_resume_together(tiny_run, tmp_path):
+    """Stopped after every step and resumed, a 2-process run still ends with the single-process weights."""
+    from safetensors.torch import load_file
+
+    _, model_dir = tiny_run
+    assert "stopped at step 1 of 4" in _torchrun(tmp_path, "--stop-after-minutes", "1e-9").stdout
+    for step in (2, 3):
+        assert f"stopped at step {step} of 4" in _torchrun(tmp_path, "--stop-after-minutes", "1e-9", "--resume").stdout
+    assert "saved" in _torchrun(tmp_path, "--stop-after-minutes", "1e-9", "--resume").stdout
+    assert json.loads((tmp_path / "train.json").read_text())["steps"] == 4
+    want = load_file(model_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+    got = load_file(tmp_path / "model" / "transformer" / "diffusion_pytorch_model.safetensors")
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5, msg=name)
