@@ -173,13 +173,18 @@ def _start_index(sigmas: list[float], sigma_start: float) -> int:
     return next((i for i, s in enumerate(sigmas) if s <= sigma_start + 1e-6), len(sigmas))
 
 
-def start_level(pipe, sigma_start: float, steps: int = DEFAULT_STEPS) -> tuple[int, float]:
-    """(sampler steps skipped, noise level sampling starts from) for ``sigma_start``."""
+def _scheduler(pipe, steps: int, device=None):
+    """A fresh copy of the pipeline's scheduler, set to ``steps`` steps (sampling changes its state)."""
     from diffusers import UniPCMultistepScheduler
 
     sched = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
-    sched.set_timesteps(steps)
-    sigmas = sched.sigmas.tolist()
+    sched.set_timesteps(steps, device=device)
+    return sched
+
+
+def start_level(pipe, sigma_start: float, steps: int = DEFAULT_STEPS) -> tuple[int, float]:
+    """(sampler steps skipped, noise level sampling starts from) for ``sigma_start``."""
+    sigmas = _scheduler(pipe, steps).sigmas.tolist()
     i = _start_index(sigmas[:-1], sigma_start)
     return i, sigmas[i]
 
@@ -190,11 +195,8 @@ def sample_from(pipe, x0: torch.Tensor, prompts: list[str], sigma_start: float, 
     """Normalised latents sampled from ``x0`` noised to the first scheduler level <= ``sigma_start`` (pure
     ``noise`` when that is the first level: what the pipeline does), with classifier-free guidance as in
     ``WanPipeline``."""
-    from diffusers import UniPCMultistepScheduler
-
     tr = pipe.transformer
-    sched = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
-    sched.set_timesteps(steps, device=x0.device)
+    sched = _scheduler(pipe, steps, x0.device)
     sigmas = sched.sigmas[:-1].tolist()
     start = _start_index(sigmas, sigma_start)
     if start == len(sigmas):
@@ -221,15 +223,15 @@ def restart_check(pipe, clips: int = 16, starts=RESTART_SIGMAS, steps: int = DEF
     x0, prompts = _held_out(pipe, clips, seed0)
     want = [parse_prompt(p) for p in prompts]
     data = [detect_motion(f) for f in _frames(pipe, x0)]
+    noise = torch.randn(x0.shape, generator=torch.Generator(device).manual_seed(seed), device=device)  # every start
     rows = []
     for sigma in starts:
-        noise = torch.randn(x0.shape, generator=torch.Generator(device).manual_seed(seed), device=device)
         got = [detect_motion(f) for f in _frames(pipe, sample_from(pipe, x0, prompts, sigma, noise, steps, guidance))]
         skipped, level = start_level(pipe, sigma, steps)
         rows.append(dict(sigma_start=sigma, start_level=level, steps_skipped=skipped, clips=clips, steps=steps,
                          guidance=guidance,
-                         colour_acc=sum(g[0] == w[0] for g, w in zip(got, want)) / clips,
-                         direction_acc=sum(g[1] == w[1] for g, w in zip(got, want)) / clips,
+                         colour_acc=sum(g.colour == w[0] for g, w in zip(got, want)) / clips,
+                         direction_acc=sum(g.direction == w[1] for g, w in zip(got, want)) / clips,
                          subject_speed=sum(g.speed for g in got) / clips,
                          subject_steadiness=sum(g.steadiness for g in got) / clips,
                          data_speed=sum(d.speed for d in data) / clips,
@@ -263,8 +265,9 @@ def main(argv=None) -> list[dict]:
         starts = tuple(float(x) for x in args.starts.split(","))
         rows = [dict(r, flow_shift=pipe.scheduler.config.flow_shift) for r in restart_check(pipe, args.clips, starts)]
         for r in rows:
-            print(f"from sigma {r['sigma_start']:.2f} (level {r['start_level']:.3f}, {r['steps_skipped']} steps skipped): colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} "
-                  f"subject speed {r['subject_speed']:.2f} px/frame, steadiness {r['subject_steadiness']:.2f} "
+            print(f"from sigma {r['sigma_start']:.2f} (level {r['start_level']:.3f}, {r['steps_skipped']} steps "
+                  f"skipped): colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} subject speed "
+                  f"{r['subject_speed']:.2f} px/frame, steadiness {r['subject_steadiness']:.2f} "
                   f"(the clips: {r['data_speed']:.2f}, {r['data_steadiness']:.2f}; {r['clips']} clips)")
     elif args.shuffle:
         rows = position_sensitivity(pipe, args.clips)

@@ -140,10 +140,11 @@ class _SpecFeed:
     and took as long as a training step on the H200)."""
 
     def __init__(self, cfg: TrainConfig, mcfg: ModelConfig, first_step: int, device: torch.device,
-                 rank: int = 0, world: int = 1):
+                 offset: int = 0, count: int | None = None):
+        """``offset``, ``count``: this process's slice of every batch (default: all of it)."""
         workers = cfg.spec_workers if cfg.spec_workers >= 0 else (2 if device.type == "cuda" else 0)
-        self.batch, self.offset = cfg.batch_size, rank * (cfg.batch_size // world)  # this rank's slice
-        self.args, self.step, self.ahead = (cfg.batch_size // world, mcfg), first_step, 2 * workers
+        self.batch, self.offset = cfg.batch_size, offset
+        self.args, self.step, self.ahead = (count or cfg.batch_size, mcfg), first_step, 2 * workers
         self.pool, self.pending = None, []
         if workers:
             import multiprocessing
@@ -346,7 +347,7 @@ def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
         (out / (CHECKPOINT + ".tmp")).replace(out / CHECKPOINT)  # a kill mid-write leaves the old one whole
 
     forward = torch.compile(model) if cfg.compile else model
-    feed = _SpecFeed(cfg, mcfg, step, device, ranks.rank, world)
+    feed = _SpecFeed(cfg, mcfg, step, device, lo, b)
     t0 = time.perf_counter()
     last_save, stopped, start_step = t0, None, step
     log_file = open(out / "loss.csv", "a" if ckpt else "w", newline="") if ranks.main else open(os.devnull, "w")
