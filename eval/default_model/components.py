@@ -46,10 +46,11 @@ class ModelConfig:
     flow_shift: float = 3.0  # the scheduler's shift, and the shift of the training noise levels
     seed: int = 0
     scene: str = "full"  # procedural.SCENES: the clips it is trained and evaluated on
+    trail: bool = False  # the subject leaves a fading trail along its heading (procedural.py; an experiment)
 
     def spec(self, seed: int):
-        """The procedural clip (and prompt) of ``seed`` at this model's clip size and scene."""
-        return sample_spec(seed, self.frames, self.height, self.width, self.scene)
+        """The procedural clip (and prompt) of ``seed`` at this model's clip size, scene and trail."""
+        return sample_spec(seed, self.frames, self.height, self.width, self.scene, self.trail)
 
     @property
     def tokens(self) -> int:

@@ -6,6 +6,11 @@ low-saturation background (gradient, stripes, checkerboard or clouds), sometimes
 the background and the secondary objects. Objects are saturated and backgrounds are not, which is what lets a
 pixel-statistics detector (eval/default_model/detector.py) find the subject's colour and motion.
 
+``trail=True`` (an experiment, off by default) makes the subject leave a fading trail (``TRAIL``: faint copies
+of itself behind it along its heading), so that each frame on its own shows which way it goes. Fine-tuning on
+such clips did not teach the model to follow the direction word; more training at high noise levels did
+(eval/default_model/MODEL_CARD.md).
+
     spec = sample_spec(seed)              # ClipSpec: attributes + per-frame trajectories, from numpy only
     frames = render([spec])               # (1, T, H, W, 3) float32 in [0, 1], torch, any device
     spec.prompt                           # "a red striped square moves left while spinning over a blue gradient"
@@ -42,6 +47,8 @@ PAN_PROBABILITY = 0.3
 # gradient background -- a diagnostic data set, to tell a model that cannot learn motion from one that cannot
 # learn it amid textured, panning scenes in the same training budget.
 SCENES = ("full", "simple")
+# The subject's trail: (distance behind its centre in radii, opacity) of each faint copy, drawn farthest first.
+TRAIL = ((1.2, 0.12), (0.8, 0.25), (0.4, 0.45))
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class ClipSpec:
     background_light: tuple[float, float]  # (dark, light) value range
     cloud_waves: np.ndarray  # (3, 3): angle, period, phase of the cloud sinusoids
     pan: str  # "" or a direction: the camera pans that way, so the world moves the other way
+    trail: bool = False  # the subject leaves a fading trail along its heading (module doc)
     frames: int = FRAMES
     height: int = HEIGHT
     width: int = WIDTH
@@ -114,8 +122,9 @@ def _track(rng, t, shape, texture, colour, start, velocity, radius0, growth, ang
 
 
 def sample_spec(seed: int, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH,
-                scene: str = "full") -> ClipSpec:
-    """All randomness of a clip, drawn from ``numpy.random.default_rng(seed)``; ``scene`` one of SCENES."""
+                scene: str = "full", trail: bool = False) -> ClipSpec:
+    """All randomness of a clip, drawn from ``numpy.random.default_rng(seed)``; ``scene`` one of SCENES;
+    ``trail`` draws nothing (the same seed gives the same clip with or without the subject's trail)."""
     if seed < 0:
         raise ValueError(f"seed={seed}; expected a non-negative integer")
     if scene not in SCENES:
@@ -174,7 +183,8 @@ def sample_spec(seed: int, frames: int = FRAMES, height: int = HEIGHT, width: in
                     background_angle=float(rng.uniform(0, 2 * math.pi)), background_period=float(period),
                     background_offset=offset.astype(np.float32),
                     background_light=(float(dark), float(dark + rng.uniform(0.3, 0.5))),
-                    cloud_waves=waves.astype(np.float32), pan=pan, frames=frames, height=height, width=width)
+                    cloud_waves=waves.astype(np.float32), pan=pan, trail=trail, frames=frames, height=height,
+                    width=width)
 
 
 # ---------------------------------------------------------------- rendering
@@ -278,14 +288,22 @@ def render(specs: list[ClipSpec], device: str | torch.device = "cpu") -> torch.T
                             torch.arange(W, device=device, dtype=torch.float32) + 0.5, indexing="ij")
     frames = _background(specs, px, py, device)  # (B, T, H, W, 3)
     o = _object_tensors(specs, device)
-    for slot in range(MAX_OBJECTS):
+    main = MAX_OBJECTS - 1
+    # the subject's heading (unit vector of its start-to-end travel) and whether it trails
+    head = o["x"][:, main, -1] - o["x"][:, main, 0], o["y"][:, main, -1] - o["y"][:, main, 0]
+    norm = torch.hypot(*head).clamp_min(1e-6)
+    trail = torch.tensor([float(s.trail) for s in specs], device=device).view(-1, 1, 1, 1)
+    for slot, behind, opacity in [(s, 0.0, 1.0) for s in range(main)] + [(main, d, a) for d, a in TRAIL] + [
+            (main, 0.0, 1.0)]:
         g = lambda k: o[k][:, slot, :, None, None]  # noqa: E731 -- (B, T, 1, 1)
-        dx, dy = px - g("x"), py - g("y")
+        back = behind * g("radius")  # a trail copy sits this far behind the subject's centre
+        dx = px - (g("x") - back * (head[0] / norm).view(-1, 1, 1, 1))
+        dy = py - (g("y") - back * (head[1] / norm).view(-1, 1, 1, 1))
         c, s = torch.cos(g("angle")), torch.sin(g("angle"))
         u, v = (c * dx + s * dy) / g("radius"), (-s * dx + c * dy) / g("radius")
         sid = o["shape"][:, slot].view(-1, 1, 1, 1)
         alpha = torch.clamp(0.5 - _shape_sdf(sid, u, v) * g("radius"), 0, 1)  # one-pixel anti-aliased edge
-        alpha = alpha * o["present"][:, slot].view(-1, 1, 1, 1)
+        alpha = alpha * o["present"][:, slot].view(-1, 1, 1, 1) * (opacity * trail if behind else opacity)
         tex = _texture(o["texture"][:, slot].view(-1, 1, 1, 1), u, v, o["period"][:, slot].view(-1, 1, 1, 1))
         colour = o["rgb"][:, slot].view(-1, 1, 1, 1, 3) * (0.55 + 0.45 * tex)[..., None]
         frames = frames + alpha[..., None] * (colour - frames)

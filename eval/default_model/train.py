@@ -26,6 +26,10 @@ step's batch over the processes (``--batch-size`` stays the global batch); the n
 batch on every process and gradients are averaged, so it takes the same steps as one process (tested on the
 CPU against a single-process run). Rank 0 logs, saves and evaluates.
 
+``--init-from DIR`` starts from a saved default model's transformer (and its latent statistics) instead of
+seeded random weights: a fine-tune (the shipped model is one: MODEL_CARD.md). The architecture fields
+must match.
+
 ``--train-text`` trains the text encoder with the transformer (its weights start from the same seeded random
 ones); ``--model "num_layers=8,ffn_dim=1024"`` changes ModelConfig fields of the preset.
 
@@ -85,6 +89,7 @@ class TrainConfig:
     resume: bool = False  # continue from checkpoint.pt under out
     compile: bool = False  # torch.compile the transformer for training (GPU: ~1 min to compile, 2.5x the step rate)
     spec_workers: int = -1  # processes drawing the next steps' clip specs; -1: 2 on a GPU, 0 (inline) on the CPU
+    init_from: str = ""  # a saved default model to start from (its transformer and latent statistics); "": random
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -115,12 +120,50 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
         if name not in fields or name == "seed" or not value:
             raise ValueError(f"model={cfg.model!r}: {item!r} is not field=value for a ModelConfig field "
                              f"(one of {sorted(set(fields) - {'seed'})})")
-        kind = {"float": float, "str": str}.get(getattr(fields[name], "__name__", fields[name]), int)
+        kind = {"float": float, "str": str, "bool": _parse_bool}.get(
+            getattr(fields[name], "__name__", fields[name]), int)
         try:
-            overrides[name] = kind(value)
+            overrides[name] = kind(value.strip())
         except ValueError:
             raise ValueError(f"model={cfg.model!r}: {name} needs a {kind.__name__}, got {value!r}") from None
     return dataclasses.replace(PRESETS[cfg.preset], **overrides, seed=cfg.seed)
+
+
+def _parse_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(value)
+
+
+_parse_bool.__name__ = "bool"
+
+# ModelConfig fields that a fine-tune (--init-from) may change: what the clips look like, not the network.
+DATA_FIELDS = ("scene", "trail", "seed")
+
+
+def init_weights(model_dir: str, mcfg: ModelConfig):
+    """The transformer state and latent statistics of the saved default model ``model_dir``, after checking
+    that its architecture is ``mcfg``'s."""
+    from safetensors.torch import load_file
+
+    from eval.default_model.components import load_model_config
+
+    saved = load_model_config(model_dir)
+    diff = {f.name: (getattr(saved, f.name), getattr(mcfg, f.name)) for f in dataclasses.fields(ModelConfig)
+            if f.name not in DATA_FIELDS and getattr(saved, f.name) != getattr(mcfg, f.name)}
+    if diff:
+        raise ValueError(f"--init-from {model_dir}: its model differs from this run's in (saved, this run): {diff}")
+    files = sorted((Path(model_dir) / "transformer").glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"--init-from {model_dir}: no transformer/*.safetensors; expected a directory "
+                                "written by train.py")
+    state = {}
+    for f in files:
+        state.update(load_file(f))
+    vae = json.loads((Path(model_dir) / "vae" / "config.json").read_text())
+    return state, vae["latents_mean"], vae["latents_std"]
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int | None) -> float:
@@ -305,12 +348,17 @@ def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
     torch.backends.cuda.matmul.allow_tf32 = True
     ckpt = _load_checkpoint(out, cfg, world) if cfg.resume else None
 
-    if ckpt is None:
-        mean, std = ranks.broadcast(latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device)))
-    else:
+    init = init_weights(cfg.init_from, mcfg) if cfg.init_from and ckpt is None else None
+    if ckpt is not None:
         mean, std = ckpt["latents_mean"], ckpt["latents_std"]
+    elif init is not None:
+        mean, std = init[1], init[2]  # the saved model's latent space, which its weights were trained in
+    else:
+        mean, std = ranks.broadcast(latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device)))
     pipe = build_pipeline(mcfg, build_transformer(mcfg), mean, std).to(device)
     model = pipe.transformer.train().requires_grad_(True)
+    if init is not None:
+        model.load_state_dict(init[0])
     # What the optimiser and the weight average see: the transformer, and the text encoder if it trains.
     trained = torch.nn.ModuleDict(dict(transformer=model))
     if cfg.train_text:
@@ -488,6 +536,7 @@ HELP = {
     "checkpoint_minutes": "save checkpoint.pt this often while training",
     "compile": "torch.compile the transformer for training (worth it on a GPU)",
     "spec_workers": "processes drawing clip specs ahead of the training step; -1: 2 on a GPU, none on the CPU",
+    "init_from": "start from this saved default model's transformer (fine-tune); architecture fields must match",
     "resume": "continue the stopped run under --out from its checkpoint.pt, with the same arguments",
 }
 

@@ -86,6 +86,33 @@ def test_model_overrides_and_flags_parse():
         parse_args(["--model", "num_layers=x"])
     with pytest.raises(ValueError, match="'seed=1' is not field=value"):
         parse_args(["--model", "seed=1"])
+    assert model_config(parse_args(["--model", "trail=0"])).trail is False
+    assert model_config(parse_args(["--model", "trail=true,scene=simple"])).trail is True
+    with pytest.raises(ValueError, match="trail needs a bool, got 'maybe'"):
+        parse_args(["--model", "trail=maybe"])
+
+
+def test_a_fine_tune_starts_from_the_saved_weights_and_latent_space(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    _, base_dir = tiny_run
+    base_cfg = load_model_config(base_dir)
+    assert not base_cfg.trail  # the tiny run trained on plain clips (the default)
+    cfg = TrainConfig(out=str(tmp_path), preset="tiny", max_steps=1, batch_size=2, stats_clips=4, device="cpu",
+                      eval_clips=0, lr=1e-9, init_from=str(base_dir), model="trail=1", train_shift=50)
+    tuned_dir = train(cfg)
+    base = load_file(next((base_dir / "transformer").glob("*.safetensors")))
+    tuned = load_file(next((tuned_dir / "transformer").glob("*.safetensors")))
+    assert base.keys() == tuned.keys()
+    assert max((base[k] - tuned[k]).abs().max().item() for k in base) < 1e-5  # one step at lr 1e-9
+    vae = lambda d: json.loads((d / "vae" / "config.json").read_text())  # noqa: E731
+    assert vae(tuned_dir)["latents_mean"] == vae(base_dir)["latents_mean"]
+    assert load_model_config(tuned_dir).trail is True
+    assert json.loads((tmp_path / "train.json").read_text())["train"]["init_from"] == str(base_dir)
+    with pytest.raises(ValueError, match=r"its model differs .*'num_layers': \(1, 2\)"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "other"), model="num_layers=2"))
+    with pytest.raises(FileNotFoundError, match="default_model.json is missing"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "other"), init_from=str(tmp_path / "nowhere")))
 
 
 def test_train_text_saves_the_trained_encoder_and_frozen_keeps_the_seeded_one(tiny_run, tmp_path):

@@ -116,3 +116,19 @@ def test_simple_scene_keeps_the_subject_and_drops_the_clutter():
         assert "past" not in simple.prompt and "camera" not in simple.prompt
     with pytest.raises(ValueError, match="scene='busy'"):
         sample_spec(0, scene="busy")
+
+
+def test_the_trail_lies_behind_the_subject_in_every_frame_and_draws_nothing():
+    for seed in range(12):
+        with_trail, without = sample_spec(seed, trail=True), sample_spec(seed)
+        assert with_trail.prompt == without.prompt and with_trail.trail and not without.trail
+        a, b = render([with_trail])[0], render([without])[0]
+        changed = (a - b).abs().amax(-1) > 0.02  # (T, H, W): the trail's pixels
+        assert changed.any(1).any(1).all(), "every frame shows the trail"
+        dx, dy = DIRECTIONS[with_trail.direction]
+        ys, xs = torch.meshgrid(torch.arange(a.shape[1]) + 0.5, torch.arange(a.shape[2]) + 0.5, indexing="ij")
+        m = with_trail.main
+        for t in range(a.shape[0]):
+            w = changed[t].float()
+            along = ((xs - float(m.x[t])) * dx + (ys - float(m.y[t])) * dy)  # signed distance along the heading
+            assert (along * w).sum() / w.sum() < -0.3 * float(m.radius[t]), (seed, t)  # behind, not ahead
