@@ -123,6 +123,22 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
                         tile_end.to(torch.int32).contiguous(), cum, entries, config)
 
 
+def tile_work(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tensor,
+              config: VarblockConfig) -> torch.Tensor:
+    """Query-key pairs the kernel's tiles cover for a plan, padding included, per leading index: (...,) float64.
+
+    keep (..., QC, KC), row_sizes (..., QC), col_sizes (..., KC). Query cluster i takes ceil(r_i / BLOCK_M)
+    tiles of BLOCK_M rows; its kept key clusters become ceil(c_j / chunk) chunk-list entries each, read
+    BLOCK_N / chunk entries (BLOCK_N rows) per key tile. Over ``BlockMap.kept_pairs`` this is the work the
+    kernel spends on padding (NOTES.md).
+    """
+    r, c = row_sizes.double(), col_sizes.double()
+    rows = torch.ceil(r / config.block_m) * config.block_m
+    entries = torch.einsum("...qk,...k->...q", keep.double(), torch.ceil(c / config.chunk))
+    keys = torch.ceil(entries * config.chunk / config.block_n) * config.block_n
+    return (rows * keys).sum(-1)
+
+
 def max_chunks(seq_len: int, num_clusters: int, config: VarblockConfig) -> int:
     """Entries per query cluster in the chunk list: sum_j ceil(size_j / chunk) <= S / chunk + KC, rounded up
     to whole key tiles, plus one tile, so that the kernel may read the tile after a row's last without a check."""

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, parse_config, varblock_attention
+from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, parse_config, tile_work, \
+    varblock_attention
 from svg2.permute import permutation_from_labels, permute
 from svg2.reference import block_masked_attention
 
@@ -187,3 +188,20 @@ def test_parse_config_reads_sweep_specs_and_names_bad_tokens():
     assert parse_config("c32") == VarblockConfig(chunk=32)
     with pytest.raises(ValueError, match="unknown token 'table'"):
         parse_config("M64 table")
+
+
+def test_tile_work_counts_the_padded_tiles():
+    cfg = VarblockConfig(block_m=4, block_n=8, num_warps=4, num_stages=1, chunk=2)
+    keep = torch.tensor([[True, True, False], [False, True, True]])
+    rows, cols = torch.tensor([5, 8]), torch.tensor([3, 4, 9])
+    # cluster 0: 2 query tiles (8 rows); keys 3 + 4 -> 2 + 2 entries of 2 -> 8 rows, one key tile: 8 * 8
+    # cluster 1: 2 query tiles (8 rows); keys 4 + 9 -> 2 + 5 entries -> 14 rows -> two key tiles (16): 8 * 16
+    assert tile_work(keep, rows, cols, cfg).item() == 8 * 8 + 8 * 16
+    # sizes on tile and chunk boundaries: no padding, the exact kept pairs
+    full = VarblockConfig(block_m=4, block_n=8, num_warps=4, num_stages=1, chunk=4)
+    keep = torch.rand(2, 6, 5, generator=torch.Generator().manual_seed(0)) < 0.5
+    keep[..., 0] = True
+    r = torch.randint(1, 4, (2, 6)) * 4
+    c = torch.full((2, 5), 8)
+    exact = torch.einsum("nq,nqk,nk->n", r.double(), keep.double(), c.double())
+    assert torch.equal(tile_work(keep, r, c, full), exact)

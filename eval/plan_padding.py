@@ -1,0 +1,73 @@
+"""How much work the sparse kernel's tiles add over the kept pairs of SVG2 plans (CPU; no GPU needed).
+
+    python -m eval.plan_padding                       # Wan 14B 720p grid, 2 heads, top_k 150 and top_p 0.9
+    python -m eval.plan_padding --heads 1 --out /tmp/padding.csv
+
+Plans come from the svg2 method (QC 300, KC 1000, 50 k-means iterations) on the structured synthetic inputs
+that eval.bench_attention times (``eval.synthetic.structured_qkv``, input scale 0.6). For each kernel tiling
+(BLOCK_M, chunk; BLOCK_N 64) it prints ``svg2.kernels.varblock.tile_work`` over the exact kept pairs: 1.0 is
+no padding. Positional blocks of 128 tokens fill every tile, so this ratio is svg2's extra kernel work per
+unit of density (svg2/kernels/NOTES.md).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from eval.bench_attention import SHAPES
+from eval.synthetic import structured_qkv
+from svg2.kernels.varblock import VarblockConfig, tile_work
+from svg2.methods.base import LayerState
+from svg2.methods.svg2 import SVG2Config, SVG2Method
+
+TILINGS = [(m, c) for m in (32, 64, 128) for c in (8, 16)]
+BUDGETS = {"top_k 150": dict(top_k=150, top_p=None, min_kc_ratio=0.0),  # the e2e benchmark's svg2_d0.15 row
+           "top_p 0.9": dict(top_k=None, top_p=0.9, min_kc_ratio=0.1)}  # the upstream preset
+
+
+class _NoTimer:
+    def stage(self, name):
+        return contextlib.nullcontext()
+
+
+def padding_rows(shape_name: str = "wan_720p", heads: int = 2, scale: float = 0.6, seed: int = 0,
+                 qc: int = 300, kc: int = 1000) -> list[dict]:
+    shape = SHAPES[shape_name]
+    q, k, v = structured_qkv(heads, shape.grid, 128, scale=scale, seed=seed, device="cpu")
+    rows = []
+    for budget, fields in BUDGETS.items():
+        t0 = time.perf_counter()
+        method = SVG2Method(SVG2Config(num_q_clusters=qc, num_k_clusters=kc, kmeans_iters_first=50,
+                                       check_finite=False, profile=False, **fields))
+        bm = method.plan(q, k, v, LayerState(), None, _NoTimer()).block_map
+        kept = bm.kept_pairs().double().sum().item()
+        for block_m, chunk in TILINGS:
+            cfg = VarblockConfig(block_m=block_m, block_n=64, chunk=chunk)
+            work = tile_work(bm.keep, bm.row_sizes, bm.col_sizes, cfg).sum().item()
+            rows.append(dict(shape=shape_name, heads=heads, scale=scale, budget=budget,
+                             density=round(bm.density().mean().item(), 4), block_m=block_m, block_n=64, chunk=chunk,
+                             work_over_kept=round(work / kept, 4)))
+        print(f"{budget}: density {rows[-1]['density']:.3f}, plan in {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", default="wan_720p", choices=sorted(SHAPES))
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--out", default="results/bench/plan_padding_wan720p.csv")
+    args = p.parse_args(argv)
+    df = pd.DataFrame(padding_rows(args.shape, args.heads))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    print(df.pivot_table(index=["budget", "density"], columns=["block_m", "chunk"], values="work_over_kept")
+          .to_string())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+import pandas as pd
+
+import eval.plan_padding as plan_padding
+from eval.bench_attention import Shape
+
+
+def test_padding_table_has_every_tiling_and_larger_tiles_pad_more(tmp_path, monkeypatch):
+    monkeypatch.setitem(plan_padding.SHAPES, "small", Shape("small", 1, (2, 8, 12), qc=12))
+    monkeypatch.setattr(plan_padding, "BUDGETS", {"top_p 0.9": dict(top_k=None, top_p=0.9, min_kc_ratio=0.1)})
+    rows = plan_padding.padding_rows("small", heads=1, qc=12, kc=24)
+    df = pd.DataFrame(rows)
+    assert len(df) == len(plan_padding.TILINGS)
+    assert (df.work_over_kept >= 1).all() and 0 < df.density.iloc[0] <= 1
+    by = df.set_index(["block_m", "chunk"]).work_over_kept
+    assert by[(32, 8)] <= by[(64, 8)] <= by[(128, 8)]
+    assert by[(64, 8)] <= by[(64, 16)]
+    out = tmp_path / "padding.csv"
+    monkeypatch.setattr(plan_padding, "padding_rows", lambda shape, heads: rows)
+    plan_padding.main(["--shape", "wan_720p", "--heads", "1", "--out", str(out)])
+    assert pd.read_csv(out).shape[0] == len(rows)
