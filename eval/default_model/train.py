@@ -381,7 +381,8 @@ def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
     say(f"transformer {n_params / 1e6:.2f}M params, {mcfg.tokens} tokens/clip, text encoder "
         f"{'trained' if cfg.train_text else 'frozen'}, device {device}"
         + (f" x {world} processes" if world > 1 else "")
-        + (f", resumed at step {step} of {max_steps}" if ckpt else ""), flush=True)
+        + (f", resumed at step {step} of {max_steps}" if ckpt else "")
+        + (f", starting from {cfg.init_from}" if init is not None else ""), flush=True)
 
     def save_checkpoint():
         if not ranks.main:

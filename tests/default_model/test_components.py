@@ -92,7 +92,7 @@ def test_model_overrides_and_flags_parse():
         parse_args(["--model", "trail=maybe"])
 
 
-def test_a_fine_tune_starts_from_the_saved_weights_and_latent_space(tiny_run, tmp_path):
+def test_a_fine_tune_starts_from_the_saved_weights_and_latent_space(tiny_run, tmp_path, capsys):
     from safetensors.torch import load_file
 
     _, base_dir = tiny_run
@@ -101,6 +101,7 @@ def test_a_fine_tune_starts_from_the_saved_weights_and_latent_space(tiny_run, tm
     cfg = TrainConfig(out=str(tmp_path), preset="tiny", max_steps=1, batch_size=2, stats_clips=4, device="cpu",
                       eval_clips=0, lr=1e-9, init_from=str(base_dir), model="trail=1", train_shift=50)
     tuned_dir = train(cfg)
+    assert f"starting from {base_dir}" in capsys.readouterr().out
     base = load_file(next((base_dir / "transformer").glob("*.safetensors")))
     tuned = load_file(next((tuned_dir / "transformer").glob("*.safetensors")))
     assert base.keys() == tuned.keys()
