@@ -12,7 +12,6 @@ unit of density (svg2/kernels/NOTES.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
@@ -23,15 +22,11 @@ from eval.synthetic import structured_qkv
 from svg2.kernels.varblock import VarblockConfig, tile_work
 from svg2.methods.base import LayerState
 from svg2.methods.svg2 import SVG2Config, SVG2Method
+from svg2.timing import StageTimer
 
 TILINGS = [(m, c) for m in (32, 64, 128) for c in (1, 8, 16)]  # chunk 1: no chunk padding
 BUDGETS = {"top_k 150": dict(top_k=150, top_p=None, min_kc_ratio=0.0),  # the e2e benchmark's svg2_d0.15 row
            "top_p 0.9": dict(top_k=None, top_p=0.9, min_kc_ratio=0.1)}  # the upstream preset
-
-
-class _NoTimer:
-    def stage(self, name):
-        return contextlib.nullcontext()
 
 
 def padding_rows(shape_name: str = "wan_720p", heads: int = 2, scale: float = 0.6, seed: int = 0,
@@ -43,7 +38,7 @@ def padding_rows(shape_name: str = "wan_720p", heads: int = 2, scale: float = 0.
         t0 = time.perf_counter()
         method = SVG2Method(SVG2Config(num_q_clusters=qc, num_k_clusters=kc, kmeans_iters_first=50,
                                        check_finite=False, profile=False, **fields))
-        bm = method.plan(q, k, v, LayerState(), None, _NoTimer()).block_map
+        bm = method.plan(q, k, v, LayerState(), None, StageTimer(q.device, enabled=False)).block_map
         kept = bm.kept_pairs().double().sum().item()
         for block_m, chunk in TILINGS:
             cfg = VarblockConfig(block_m=block_m, block_n=64, chunk=chunk)

@@ -289,16 +289,20 @@ def render(specs: list[ClipSpec], device: str | torch.device = "cpu") -> torch.T
     frames = _background(specs, px, py, device)  # (B, T, H, W, 3)
     o = _object_tensors(specs, device)
     main = MAX_OBJECTS - 1
-    # the subject's heading (unit vector of its start-to-end travel) and whether it trails
-    head = o["x"][:, main, -1] - o["x"][:, main, 0], o["y"][:, main, -1] - o["y"][:, main, 0]
-    norm = torch.hypot(*head).clamp_min(1e-6)
-    trail = torch.tensor([float(s.trail) for s in specs], device=device).view(-1, 1, 1, 1)
-    for slot, behind, opacity in [(s, 0.0, 1.0) for s in range(main)] + [(main, d, a) for d, a in TRAIL] + [
-            (main, 0.0, 1.0)]:
+    # Passes: (slot, distance behind the object in radii, opacity). The trail's copies are drawn only when
+    # some clip of the batch has one (a clip without gets them at opacity 0, which leaves its pixels as they are).
+    trail_passes = [(main, d, a) for d, a in TRAIL] if any(s.trail for s in specs) else []
+    if trail_passes:
+        # the subject's heading (unit vector of its start-to-end travel) and whether each clip trails
+        head = o["x"][:, main, -1] - o["x"][:, main, 0], o["y"][:, main, -1] - o["y"][:, main, 0]
+        norm = torch.hypot(*head).clamp_min(1e-6)
+        unit = [(h / norm).view(-1, 1, 1, 1) for h in head]
+        trail = torch.tensor([float(s.trail) for s in specs], device=device).view(-1, 1, 1, 1)
+    for slot, behind, opacity in [(s, 0.0, 1.0) for s in range(main)] + trail_passes + [(main, 0.0, 1.0)]:
         g = lambda k: o[k][:, slot, :, None, None]  # noqa: E731 -- (B, T, 1, 1)
-        back = behind * g("radius")  # a trail copy sits this far behind the subject's centre
-        dx = px - (g("x") - back * (head[0] / norm).view(-1, 1, 1, 1))
-        dy = py - (g("y") - back * (head[1] / norm).view(-1, 1, 1, 1))
+        dx, dy = px - g("x"), py - g("y")
+        if behind:  # a trail copy sits this far behind the subject's centre
+            dx, dy = dx + behind * g("radius") * unit[0], dy + behind * g("radius") * unit[1]
         c, s = torch.cos(g("angle")), torch.sin(g("angle"))
         u, v = (c * dx + s * dy) / g("radius"), (-s * dx + c * dy) / g("radius")
         sid = o["shape"][:, slot].view(-1, 1, 1, 1)

@@ -348,17 +348,17 @@ def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
     torch.backends.cuda.matmul.allow_tf32 = True
     ckpt = _load_checkpoint(out, cfg, world) if cfg.resume else None
 
-    init = init_weights(cfg.init_from, mcfg) if cfg.init_from and ckpt is None else None
+    init_state = None  # the transformer weights of --init-from (a resumed run has its own in the checkpoint)
     if ckpt is not None:
         mean, std = ckpt["latents_mean"], ckpt["latents_std"]
-    elif init is not None:
-        mean, std = init[1], init[2]  # the saved model's latent space, which its weights were trained in
+    elif cfg.init_from:  # also the saved model's latent space, which its weights were trained in
+        init_state, mean, std = init_weights(cfg.init_from, mcfg)
     else:
         mean, std = ranks.broadcast(latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device)))
     pipe = build_pipeline(mcfg, build_transformer(mcfg), mean, std).to(device)
     model = pipe.transformer.train().requires_grad_(True)
-    if init is not None:
-        model.load_state_dict(init[0])
+    if init_state is not None:
+        model.load_state_dict(init_state)
     # What the optimiser and the weight average see: the transformer, and the text encoder if it trains.
     trained = torch.nn.ModuleDict(dict(transformer=model))
     if cfg.train_text:
@@ -382,7 +382,7 @@ def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
         f"{'trained' if cfg.train_text else 'frozen'}, device {device}"
         + (f" x {world} processes" if world > 1 else "")
         + (f", resumed at step {step} of {max_steps}" if ckpt else "")
-        + (f", starting from {cfg.init_from}" if init is not None else ""), flush=True)
+        + (f", starting from {cfg.init_from}" if init_state is not None else ""), flush=True)
 
     def save_checkpoint():
         if not ranks.main:
