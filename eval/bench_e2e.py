@@ -130,9 +130,10 @@ def video_tokens(spec: BenchModel) -> int:
 
 
 def bench_methods(spec: BenchModel, densities, dense_backends,
-                  presets=("svg2", "positional")) -> dict[str, tuple[str, dict]]:
+                  presets=("svg2", "positional"), align_q_tile: int = 0) -> dict[str, tuple[str, dict]]:
     """label -> (method name, config). Fixed densities are top-k budgets of ``d`` x (key clusters or
-    blocks); the measured density is in each row. The preset uses its own top-p budget."""
+    blocks); the measured density is in each row. The preset uses its own top-p budget. ``align_q_tile`` > 0
+    adds an svg2 row per density with query clusters aligned to that many rows (``svg2_d{d}_a{tile}``)."""
     tokens = video_tokens(spec)
     preset = svg2_preset(spec.preset) if spec.preset else svg2_preset("wan_480p", num_q_clusters=8,
                                                                       num_k_clusters=spec.num_k_clusters)
@@ -145,6 +146,8 @@ def bench_methods(spec: BenchModel, densities, dense_backends,
         methods[f"svg2_d{d:g}"] = ("svg2", dict(
             common, num_q_clusters=preset.num_q_clusters, num_k_clusters=preset.num_k_clusters, top_p=None,
             top_k=max(1, round(d * preset.num_k_clusters)), min_kc_ratio=0.0))
+        if align_q_tile:
+            methods[f"svg2_d{d:g}_a{align_q_tile}"] = ("svg2", dict(methods[f"svg2_d{d:g}"][1], align_q_tile=align_q_tile))
     if "svg2" in presets:
         methods["svg2_preset"] = ("svg2", dict(asdict(preset), **common))
     if "positional" in presets:  # the same budget and warm-up over fixed 128-token blocks
@@ -216,7 +219,7 @@ def bench_model(model_name: str, spec: BenchModel, args, device, dtype, clock: C
     """Yields one row per method: the dense runs first (the baseline), then each sparse run as it finishes."""
     model = build_transformer(spec, device, dtype)
     inputs = forward_inputs(spec, device, dtype)
-    methods = bench_methods(spec, args.densities, args.dense_backends, args.presets)
+    methods = bench_methods(spec, args.densities, args.dense_backends, args.presets, args.align_q_tile)
     base = dict(model=model_name, layers=num_layers(spec), tokens=video_tokens(spec),
                 text_tokens=spec.text_tokens, cfg_branches=spec.cfg_branches, dtype=str(dtype).replace("torch.", ""),
                 steps=args.steps, warmup_fraction=args.warmup_fraction, repeats=args.repeats, timer=clock.label,
@@ -303,6 +306,8 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--densities", default="0.3,0.15", help="fixed densities for positional and svg2 (top-k budgets)")
     p.add_argument("--dense-backends", default=None, help="default cudnn,flash on CUDA; auto on the CPU")
     p.add_argument("--presets", default="svg2,positional", help="upstream top-p presets to run (svg2, positional)")
+    p.add_argument("--align-q-tile", type=int, default=0,
+                   help="also run svg2 at each density with query clusters aligned to this many rows (64: the kernel's tile)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup-fraction", type=float, default=0.2, help="dense steps of a sparse generation")

@@ -3,10 +3,10 @@
     python -m eval.plan_padding                       # Wan 14B 720p grid, 2 heads, top_k 150 and top_p 0.9
     python -m eval.plan_padding --heads 1 --out /tmp/padding.csv
 
-Plans come from the svg2 method (QC 300, KC 1000, 50 k-means iterations) on the structured synthetic inputs
-that eval.bench_attention times (``eval.synthetic.structured_qkv``, input scale 0.6). For each kernel tiling
-(BLOCK_M, chunk; BLOCK_N 64) it prints ``svg2.kernels.varblock.tile_work`` over the exact kept pairs: 1.0 is
-no padding. Positional blocks of 128 tokens fill every tile, so this ratio is svg2's extra kernel work per
+Plans come from the svg2 method (QC 300, KC 1000, 50 k-means iterations; plain k-means query clusters and
+``align_q_tile=64``) on the structured synthetic inputs that eval.bench_attention times
+(``eval.synthetic.structured_qkv``, input scale 0.6). For each kernel tiling (BLOCK_M, chunk; BLOCK_N 64) it
+prints ``svg2.kernels.varblock.tile_work`` over the exact kept pairs: 1.0 is no padding. Positional blocks of 128 tokens fill every tile, so this ratio is svg2's extra kernel work per
 unit of density (svg2/kernels/NOTES.md).
 """
 from __future__ import annotations
@@ -30,23 +30,27 @@ BUDGETS = {"top_k 150": dict(top_k=150, top_p=None, min_kc_ratio=0.0),  # the e2
 
 
 def padding_rows(shape_name: str = "wan_720p", heads: int = 2, scale: float = 0.6, seed: int = 0,
-                 qc: int = 300, kc: int = 1000) -> list[dict]:
+                 qc: int = 300, kc: int = 1000, aligns=(0, 64)) -> list[dict]:
+    """One row per (budget, align_q_tile, tiling). ``align_q_tile`` 64 moves a few queries so query clusters
+    fill whole 64-row tiles (``svg2.align``); it changes which rows the block map holds, so its density is its own."""
     shape = SHAPES[shape_name]
     q, k, v = structured_qkv(heads, shape.grid, 128, scale=scale, seed=seed, device="cpu")
     rows = []
     for budget, fields in BUDGETS.items():
-        t0 = time.perf_counter()
-        method = SVG2Method(SVG2Config(num_q_clusters=qc, num_k_clusters=kc, kmeans_iters_first=50,
-                                       check_finite=False, profile=False, **fields))
-        bm = method.plan(q, k, v, LayerState(), None, StageTimer(q.device, enabled=False)).block_map
-        kept = bm.kept_pairs().double().sum().item()
-        for block_m, chunk in TILINGS:
-            cfg = VarblockConfig(block_m=block_m, block_n=64, chunk=chunk)
-            work = tile_work(bm.keep, bm.row_sizes, bm.col_sizes, cfg).sum().item()
-            rows.append(dict(shape=shape_name, heads=heads, scale=scale, budget=budget,
-                             density=round(bm.density().mean().item(), 4), block_m=block_m, block_n=64, chunk=chunk,
-                             work_over_kept=round(work / kept, 4)))
-        print(f"{budget}: density {rows[-1]['density']:.3f}, plan in {time.perf_counter() - t0:.0f} s", flush=True)
+        for align in aligns:
+            t0 = time.perf_counter()
+            method = SVG2Method(SVG2Config(num_q_clusters=qc, num_k_clusters=kc, kmeans_iters_first=50,
+                                           check_finite=False, profile=False, align_q_tile=align, **fields))
+            bm = method.plan(q, k, v, LayerState(), None, StageTimer(q.device, enabled=False)).block_map
+            kept = bm.kept_pairs().double().sum().item()
+            for block_m, chunk in TILINGS:
+                cfg = VarblockConfig(block_m=block_m, block_n=64, chunk=chunk)
+                work = tile_work(bm.keep, bm.row_sizes, bm.col_sizes, cfg).sum().item()
+                rows.append(dict(shape=shape_name, heads=heads, scale=scale, budget=budget, align_q_tile=align,
+                                 density=round(bm.density().mean().item(), 4), block_m=block_m, block_n=64,
+                                 chunk=chunk, work_over_kept=round(work / kept, 4)))
+            print(f"{budget}, align {align}: density {rows[-1]['density']:.3f}, plan in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
     return rows
 
 
@@ -59,7 +63,7 @@ def main(argv=None) -> None:
     df = pd.DataFrame(padding_rows(args.shape, args.heads))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
-    print(df.pivot_table(index=["budget", "density"], columns=["block_m", "chunk"], values="work_over_kept")
+    print(df.pivot_table(index=["budget", "align_q_tile", "density"], columns=["block_m", "chunk"], values="work_over_kept")
           .to_string())
     print(f"wrote {args.out}")
 

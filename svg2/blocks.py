@@ -73,24 +73,48 @@ def select_blocks(
     Exactly one of ``top_p`` (mass budget) and ``top_k`` (count budget) is used. ``top_p = 1`` keeps
     every non-empty key cluster (rounding in the cumulative sum must not drop a tiny one).
     """
+    return select_by_mass(cluster_mass(scores, col_sizes), col_sizes, top_p=top_p, top_k=top_k,
+                          min_kc_ratio=min_kc_ratio)
+
+
+def select_by_mass(
+    mass: torch.Tensor,
+    col_sizes: torch.Tensor,
+    *,
+    top_p: float | None = 0.9,
+    top_k: int | None = None,
+    min_kc_ratio: float = 0.0,
+) -> torch.Tensor:
+    """``select_blocks`` on the estimated mass (N, QC, KC) of ``cluster_mass``."""
     if (top_p is None) == (top_k is None):
         raise ValueError(f"top_p={top_p!r}, top_k={top_k!r}; expected exactly one budget")
-    kc = scores.shape[-1]
+    kc = mass.shape[-1]
     check_fraction("min_kc_ratio", min_kc_ratio, allow_zero=True)
     min_keep = math.ceil(min_kc_ratio * kc)
-    mass = cluster_mass(scores, col_sizes)
     if top_p is not None:
         check_fraction("top_p", top_p)
         if top_p >= 1.0:
-            return (col_sizes > 0)[:, None, :].expand_as(scores).clone() | _heaviest(mass, min_keep)
+            return (col_sizes > 0)[:, None, :].expand_as(mass).clone() | _heaviest(mass, min_keep)
         sorted_mass, order = torch.sort(mass, dim=-1, descending=True, stable=True)
         before = torch.cumsum(sorted_mass, dim=-1) - sorted_mass  # mass strictly before each rank
-        rank = torch.arange(kc, device=scores.device)
+        rank = torch.arange(kc, device=mass.device)
         keep_sorted = (before < top_p) | (rank < min_keep)
         return torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= kc:
         raise ValueError(f"top_k={top_k!r}; expected an integer in [1, KC={kc}]")
     return _heaviest(mass, max(top_k, min_keep))
+
+
+def key_cluster_layout(mass: torch.Tensor) -> torch.Tensor:
+    """Order (N, KC) in which to lay key clusters out, from the mass (N, QC, KC) of ``cluster_mass``.
+
+    Each key cluster goes next to the others that weigh most in the same query cluster (its "home"), the
+    heaviest first, so the key clusters one query cluster keeps tend to be adjacent and the sparse kernel
+    reads them as fewer, longer runs of rows (``svg2.kernels.varblock.run_lengths``). Any order gives the
+    same attention; this one only changes how the kept rows are chunked.
+    """
+    peak, home = mass.max(dim=1)  # (N, KC)
+    return torch.sort(home.double() * 2 + (1 - peak.double()), dim=-1, stable=True).indices
 
 
 def _heaviest(mass: torch.Tensor, count: int) -> torch.Tensor:

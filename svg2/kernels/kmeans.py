@@ -5,6 +5,8 @@
   distance is ``||c||^2 - 2 x.c`` (||x||^2 does not move the argmin); the S×K matrix is never formed.
   The dot runs in the dtype of ``x`` (bf16/fp16 tensor cores, fp32 accumulate; ieee fp32 for fp32
   inputs), ||c||^2 in fp32, so near-ties may resolve differently from the fp32 torch path.
+- ``move_costs``: the same pass for tile alignment (``svg2.align``): per token, the nearest cluster among the
+  open ones, and the distance gained or lost by moving there from its own.
 - ``cluster_means``: tokens are sorted by label (torch sort, no host sync); one program per
   (sequence, cluster) sums the rows of its run in fp32 and writes the mean, or the previous centroid
   for an empty cluster. Deterministic (no atomics).
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from svg2.permute import narrow_labels
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,42 @@ def _assign_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, S, K,
         best = tl.where(better, tile_min, best)
         best_idx = tl.where(better, tile_arg, best_idx)
     tl.store(out_ptr + n * S + rows, best_idx.to(tl.int64), mask=rows < S)
+
+
+@triton.jit
+def _move_cost_kernel(x_ptr, lab_ptr, c_ptr, csq_ptr, open_ptr, cost_ptr, cand_ptr, S, K,
+                      sxn, sxs, scn, sck,
+                      D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr):
+    # As _assign_kernel, but the argmin runs over the open clusters only, and the distance to the token's
+    # own cluster (whichever tile holds it) is subtracted: cost = d(x, nearest open) - d(x, own).
+    pid_s = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    rows = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    d = tl.arange(0, D)
+    x = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + d[None, :], mask=rows[:, None] < S, other=0.0)
+    own_label = tl.load(lab_ptr + n * S + rows, mask=rows < S, other=-1)
+    best = tl.full([BLOCK_S], float("inf"), tl.float32)
+    best_idx = tl.zeros([BLOCK_S], tl.int32)
+    own = tl.zeros([BLOCK_S], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        c = tl.load(c_ptr + n * scn + ks[:, None] * sck + d[None, :], mask=ks[:, None] < K, other=0.0)
+        csq = tl.load(csq_ptr + n * K + ks, mask=ks < K, other=0.0)
+        is_open = tl.load(open_ptr + n * K + ks, mask=ks < K, other=0) != 0
+        if IEEE:
+            dot = tl.dot(x, tl.trans(c), input_precision="ieee")
+        else:
+            dot = tl.dot(x, tl.trans(c))
+        dist = csq[None, :] - 2.0 * dot
+        own += tl.sum(tl.where(ks[None, :] == own_label[:, None], dist, 0.0), axis=1)
+        dist = tl.where(is_open[None, :], dist, float("inf"))
+        tile_min = tl.min(dist, axis=1)
+        tile_arg = tl.argmin(dist, axis=1).to(tl.int32) + k0
+        better = tile_min < best
+        best = tl.where(better, tile_min, best)
+        best_idx = tl.where(better, tile_arg, best_idx)
+    tl.store(cost_ptr + n * S + rows, best - own, mask=rows < S)
+    tl.store(cand_ptr + n * S + rows, best_idx.to(tl.int64), mask=rows < S)
 
 
 @triton.jit
@@ -116,6 +156,28 @@ def assign_nearest(x: torch.Tensor, centroids: torch.Tensor, config: AssignConfi
     return out
 
 
+def move_costs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, is_open: torch.Tensor,
+               config: AssignConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cost of moving each token to its nearest open cluster, and that cluster: x (N, S, D), labels (N, S) int64,
+    centroids (N, K, D), is_open (N, K) bool -> (N, S) float32 ``d(x, c_open) - d(x, c_own)`` (squared distances;
+    inf where no cluster is open) and (N, S) int64. The dot runs in x's dtype, as in ``assign_nearest``."""
+    _check_points(x, centroids)
+    cfg = config or ASSIGN_CONFIGS["h200"]
+    n, s, d = x.shape
+    k = centroids.shape[1]
+    c32 = centroids.float()
+    csq = (c32 * c32).sum(-1).contiguous()
+    c = c32.to(x.dtype).contiguous()
+    cost = torch.empty(n, s, dtype=torch.float32, device=x.device)
+    cand = torch.empty(n, s, dtype=torch.long, device=x.device)
+    grid = (triton.cdiv(s, cfg.block_s), n)
+    _move_cost_kernel[grid](x, labels.contiguous(), c, csq, is_open.to(torch.int8).contiguous(), cost, cand, s, k,
+                            x.stride(0), x.stride(1), c.stride(0), c.stride(1), D=d, BLOCK_S=cfg.block_s,
+                            BLOCK_K=cfg.block_k, IEEE=x.dtype == torch.float32, num_warps=cfg.num_warps,
+                            num_stages=cfg.num_stages)
+    return cost, cand
+
+
 def cluster_means(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor,
                   block_t: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Means of the tokens with each label (fp32); empty clusters keep ``prev``. Returns (centroids, sizes)."""
@@ -124,7 +186,7 @@ def cluster_means(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor,
     k = prev.shape[1]
     if tuple(labels.shape) != (n, s):
         raise ValueError(f"labels have shape {tuple(labels.shape)}; expected {(n, s)}")
-    order = torch.sort(labels, dim=1).indices  # (N, S) tokens grouped by label
+    order = torch.sort(narrow_labels(labels, k), dim=1).indices  # (N, S) tokens grouped by label
     sizes = torch.zeros(n, k, dtype=torch.long, device=x.device).scatter_add_(1, labels, torch.ones_like(labels))
     starts = torch.cumsum(sizes, 1) - sizes
     prev32 = prev.float().contiguous()

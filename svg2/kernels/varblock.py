@@ -6,10 +6,11 @@ of its kept key clusters, with an exact online softmax (flash-attention style, e
 
 Tiles stay full on both sides where they can:
 - query tiles are BLOCK_M rows of one cluster (a cluster of r rows takes ceil(r / BLOCK_M) tiles);
-- the kept key clusters of row i are cut into chunks of at most ``chunk`` contiguous rows, listed in
-  cluster order (the chunk list, built on the device by ``chunk_entries``). A key tile is BLOCK_N / chunk
-  consecutive entries, so it spans as many small clusters as it needs and a cluster wastes at most
-  chunk - 1 padded rows, not a whole tile. The tile's row addresses come from one vector load of its
+- the kept key clusters of row i, merged into runs where kept clusters are adjacent in the layout, are
+  cut into chunks of at most ``chunk`` contiguous rows, listed in layout order (the chunk list, built on the
+  device by ``chunk_entries``). A key tile is BLOCK_N / chunk consecutive entries, so it spans as many
+  small runs as it needs and a run wastes at most chunk - 1 padded rows, not a whole tile. (The svg2 method
+  lays key clusters out so that those one query cluster keeps tend to be adjacent: fewer, longer runs.) The tile's row addresses come from one vector load of its
   entries, issued one tile ahead, so Triton's pipeliner can prefetch K and V num_stages - 1 tiles ahead;
   with any load in the address chain inside the iteration it stops at one tile (NOTES.md).
 
@@ -87,6 +88,7 @@ class VarblockPlan:
     tile_row: torch.Tensor      # (N, T) int32 first permuted row of the tile
     tile_end: torch.Tensor      # (N, T) int32 end (exclusive) of the tile's cluster
     cum: torch.Tensor           # (N, QC, KC+1) int32 chunk-list entries before each key cluster; [..., KC] = total
+    runs: torch.Tensor          # (N, QC, KC) int32 rows of the kept run starting at each key cluster, else 0
     entries: torch.Tensor       # (N, QC, MAXCH) int32 start * 64 + length of each key chunk (chunk_entries)
     config: VarblockConfig
 
@@ -104,10 +106,11 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     rs = row_sizes.to(torch.int64)
     cs = col_sizes.to(torch.int32)
     col_start = (torch.cumsum(cs, -1, dtype=torch.int32) - cs).contiguous()
-    # Kept key cluster j of row i contributes ceil(size_j / chunk) entries to the row's chunk list.
+    # A run of adjacent kept key clusters starting at j contributes ceil(rows / chunk) entries to the row's list.
+    runs = run_lengths(keep, cs).to(torch.int32).contiguous()
     cum = torch.zeros(n, qc, kc + 1, dtype=torch.int32, device=keep.device)
-    torch.cumsum(torch.where(keep, (cs[:, None, :] + config.chunk - 1) // config.chunk, 0), dim=-1, out=cum[..., 1:])
-    entries = chunk_entries(cum, col_start, cs, seq_len, config)
+    torch.cumsum((runs + config.chunk - 1) // config.chunk, dim=-1, out=cum[..., 1:])
+    entries = chunk_entries(cum, col_start, runs, seq_len, config)
     tiles = (rs + block_m - 1) // block_m               # (N, QC) query tiles of each cluster
     tiles_end = torch.cumsum(tiles, -1)                 # inclusive
     num_tiles = triton.cdiv(seq_len, block_m) + qc
@@ -120,7 +123,25 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     tile_end = start + rs.gather(1, cic)
     tile_cluster = torch.where(ci < qc, ci, torch.full_like(ci, -1))
     return VarblockPlan(tile_cluster.to(torch.int32).contiguous(), tile_row.to(torch.int32).contiguous(),
-                        tile_end.to(torch.int32).contiguous(), cum, entries, config)
+                        tile_end.to(torch.int32).contiguous(), cum, runs, entries, config)
+
+
+def run_lengths(keep: torch.Tensor, col_sizes: torch.Tensor) -> torch.Tensor:
+    """keep (..., QC, KC) bool, col_sizes (..., KC) -> (..., QC, KC) int64: at a key cluster that starts a run
+    of kept clusters adjacent in the layout, the run's rows (the sum of its clusters' sizes); 0 elsewhere.
+
+    Adjacent kept clusters are contiguous columns, so one run is read as one stretch of rows. No host sync.
+    """
+    kc = keep.shape[-1]
+    idx = torch.arange(kc, device=keep.device)
+    # First non-kept cluster at or after each j (KC if none): a suffix minimum.
+    stop = torch.where(keep, kc, idx).flip(-1).cummin(-1).values.flip(-1)
+    edge = torch.cumsum(col_sizes.to(torch.int64), -1)
+    edge = torch.cat([torch.zeros_like(edge[..., :1]), edge], -1)  # (..., KC+1) first column of each cluster
+    edge = edge[..., None, :].expand(*keep.shape[:-1], kc + 1)
+    rows = edge.gather(-1, stop) - edge[..., :kc]
+    prev = torch.cat([torch.zeros_like(keep[..., :1]), keep[..., :-1]], -1)
+    return torch.where(keep & ~prev, rows, 0)
 
 
 def tile_work(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tensor,
@@ -128,13 +149,12 @@ def tile_work(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     """Query-key pairs the kernel's tiles cover for a plan, padding included, per leading index: (...,) float64.
 
     keep (..., QC, KC), row_sizes (..., QC), col_sizes (..., KC). Query cluster i takes ceil(r_i / BLOCK_M)
-    tiles of BLOCK_M rows; its kept key clusters become ceil(c_j / chunk) chunk-list entries each, read
-    BLOCK_N / chunk entries (BLOCK_N rows) per key tile. Over ``BlockMap.kept_pairs`` this is the work the
-    kernel spends on padding (NOTES.md).
+    tiles of BLOCK_M rows; each run of its kept key clusters (``run_lengths``) becomes ceil(rows / chunk)
+    chunk-list entries, read BLOCK_N / chunk entries (BLOCK_N rows) per key tile. Over
+    ``BlockMap.kept_pairs`` this is the work the kernel spends on padding (NOTES.md).
     """
-    r, c = row_sizes.double(), col_sizes.double()
-    rows = torch.ceil(r / config.block_m) * config.block_m
-    entries = torch.einsum("...qk,...k->...q", keep.double(), torch.ceil(c / config.chunk))
+    rows = torch.ceil(row_sizes.double() / config.block_m) * config.block_m
+    entries = torch.ceil(run_lengths(keep, col_sizes).double() / config.chunk).sum(-1)
     keys = torch.ceil(entries * config.chunk / config.block_n) * config.block_n
     return (rows * keys).sum(-1)
 
@@ -146,11 +166,13 @@ def max_chunks(seq_len: int, num_clusters: int, config: VarblockConfig) -> int:
     return (triton.cdiv(triton.cdiv(seq_len, config.chunk) + num_clusters, per_tile) + 1) * per_tile
 
 
-def chunk_entries(cum: torch.Tensor, col_start: torch.Tensor, col_sizes: torch.Tensor, seq_len: int,
+def chunk_entries(cum: torch.Tensor, col_start: torch.Tensor, runs: torch.Tensor, seq_len: int,
                   config: VarblockConfig) -> torch.Tensor:
     """(N, QC, MAXCH) int32 chunk list: entry m of row i is ``start * 64 + length`` of its m-th key chunk
     (``length`` in 1..chunk rows from permuted column ``start``); entries past the row's last chunk, up to the
-    end of the key tile after its last, are 0 (the kernel reads them; later ones are never written). ``cum`` (N, QC, KC+1) holds the chunks before each key cluster."""
+    end of the key tile after its last, are 0 (the kernel reads them; later ones are never written).
+    ``cum`` (N, QC, KC+1) holds the chunks before each key cluster, ``runs`` (N, QC, KC) the rows of the run
+    starting at each key cluster (``run_lengths``), ``col_start`` (N, KC) each cluster's first column."""
     n, qc, kc1 = cum.shape
     if seq_len >= 1 << 25:
         raise ValueError(f"S={seq_len}; the chunk list encodes start * 64 + length in int32, so S < 2**25")
@@ -158,14 +180,14 @@ def chunk_entries(cum: torch.Tensor, col_start: torch.Tensor, col_sizes: torch.T
     entries = torch.empty(n, qc, maxch, dtype=torch.int32, device=cum.device)
     block = 256
     _chunk_fill_kernel[(triton.cdiv(maxch, block), n * qc)](
-        cum, col_start, col_sizes, entries, qc, kc1 - 1, maxch,
+        cum, col_start, runs, entries, qc, kc1 - 1, maxch,
         PER_TILE=config.block_n // config.chunk, CHUNK=config.chunk, BLOCK=block,
         SEARCH_STEPS=int(kc1 - 1).bit_length(), num_warps=4)
     return entries
 
 
 @triton.jit
-def _chunk_fill_kernel(cum_ptr, start_ptr, size_ptr, ent_ptr, QC, KC, MAXCH,
+def _chunk_fill_kernel(cum_ptr, start_ptr, run_ptr, ent_ptr, QC, KC, MAXCH,
                        PER_TILE: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, SEARCH_STEPS: tl.constexpr):
     pid = tl.program_id(0)
     row = tl.program_id(1).to(tl.int64)  # n * QC + query cluster
@@ -174,7 +196,7 @@ def _chunk_fill_kernel(cum_ptr, start_ptr, size_ptr, ent_ptr, QC, KC, MAXCH,
     total = tl.load(cum_row + KC)
     if pid * BLOCK < (tl.cdiv(total, PER_TILE) + 1) * PER_TILE:  # later slots are never read
         m = pid * BLOCK + tl.arange(0, BLOCK)
-        # Largest j in [0, KC] with cum[j] <= m: the kept key cluster whose chunks hold slot m.
+        # Largest j in [0, KC] with cum[j] <= m: the run start whose chunks hold slot m (its count is > 0).
         lo = tl.zeros([BLOCK], tl.int32)
         hi = tl.full([BLOCK], 1, tl.int32) + KC
         for _ in tl.static_range(SEARCH_STEPS):
@@ -184,7 +206,7 @@ def _chunk_fill_kernel(cum_ptr, start_ptr, size_ptr, ent_ptr, QC, KC, MAXCH,
             hi = tl.where(go, hi, mid)
         j = tl.minimum(lo, KC - 1)
         off = (m - tl.load(cum_row + j)) * CHUNK
-        length = tl.minimum(tl.load(size_ptr + n * KC + j) - off, CHUNK)
+        length = tl.minimum(tl.load(run_ptr + row * KC + j) - off, CHUNK)
         entry = (tl.load(start_ptr + n * KC + j) + off) * 64 + length
         tl.store(ent_ptr + row * MAXCH + m, tl.where(m < total, entry, 0), mask=m < MAXCH)
 

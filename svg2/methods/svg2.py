@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svg2.blocks import BlockMap, centroid_scores, select_blocks
+import torch
+
+from svg2.align import align_cluster_sizes
+from svg2.blocks import BlockMap, centroid_scores, cluster_mass, key_cluster_layout, select_by_mass
 from svg2.checks import check_clusters
 from svg2.kmeans import kmeans
 from svg2.methods.base import AttentionMethod, LayerState, Plan
@@ -20,6 +23,8 @@ class SVG2Config(BudgetConfig):
     kmeans_iters_step: int = 2    # later calls: warm-started from the cached centroids
     kmeans_init: str = "random"   # or "kmeans++"
     seed: int = 0
+    align_q_tile: int = 0         # > 0: move a few boundary queries so query cluster sizes become multiples of
+    #                               this (64 = the Triton kernel's query tile); 0 = plain k-means labels (upstream)
 
 
 # Upstream settings (Sparse VideoGen2 release): QC by resolution, KC 1000, top_p 0.9, min_kc_ratio 0.1,
@@ -50,6 +55,9 @@ class SVG2Method(AttentionMethod):
         for field in ("kmeans_iters_first", "kmeans_iters_step"):
             if not isinstance(getattr(c, field), int) or getattr(c, field) < 0:
                 raise ValueError(f"{field}={getattr(c, field)!r}; expected an integer >= 0")
+        if not isinstance(c.align_q_tile, int) or isinstance(c.align_q_tile, bool) or c.align_q_tile < 0:
+            raise ValueError(f"align_q_tile={c.align_q_tile!r}; expected an integer >= 0 (0 = off, 64 = the kernel's "
+                             "query tile)")
         if c.kmeans_init not in ("random", "kmeans++"):
             raise ValueError(f"kmeans_init={c.kmeans_init!r}; expected 'random' or 'kmeans++'")
 
@@ -66,15 +74,28 @@ class SVG2Method(AttentionMethod):
                         centroids=layer_state.q_centroids if warm else None)
             kk = kmeans(k.reshape(n, s, d), c.num_k_clusters, iters, init=c.kmeans_init, seed=c.seed + 1,
                         centroids=layer_state.k_centroids if warm else None)
+            q_labels, q_sizes = qk.labels, qk.sizes
+            if c.align_q_tile > 1:
+                # Only the layout changes: the centroids (selection, next call's warm start) stay k-means'.
+                q_labels = align_cluster_sizes(q.reshape(n, s, d), qk.labels, qk.centroids, c.align_q_tile)
+                q_sizes = torch.zeros_like(qk.sizes).scatter_add_(1, q_labels, torch.ones_like(q_labels))
         layer_state.q_centroids, layer_state.k_centroids = qk.centroids, kk.centroids
         layer_state.calls += 1
-        with timer.stage("permute"):
-            q_perm = permutation_from_labels(qk.labels, c.num_q_clusters)
-            k_perm = permutation_from_labels(kk.labels, c.num_k_clusters)
         with timer.stage("select"):
-            keep = select_blocks(centroid_scores(qk.centroids, kk.centroids), kk.sizes, **c.budget())
+            mass = cluster_mass(centroid_scores(qk.centroids, kk.centroids), kk.sizes)
+            keep = select_by_mass(mass, kk.sizes, **c.budget())
+            # Key clusters are laid out in this order (not by label), so the ones a query cluster keeps
+            # tend to be adjacent: the kernel reads them as fewer, longer runs. Same attention either way.
+            layout = key_cluster_layout(mass)                 # (N, KC) layout position -> key cluster
+            keep = keep.gather(-1, layout[:, None, :].expand_as(keep))
+            col_sizes = kk.sizes.gather(-1, layout)
+            position = torch.empty_like(layout).scatter_(-1, layout, torch.arange(
+                layout.shape[-1], device=layout.device).expand_as(layout))  # key cluster -> layout position
+        with timer.stage("permute"):
+            q_perm = permutation_from_labels(q_labels, c.num_q_clusters)
+            k_perm = permutation_from_labels(position.gather(-1, kk.labels), c.num_k_clusters)
         block_map = BlockMap(keep.reshape(b, h, c.num_q_clusters, c.num_k_clusters),
-                             qk.sizes.reshape(b, h, -1), kk.sizes.reshape(b, h, -1))
+                             q_sizes.reshape(b, h, -1), col_sizes.reshape(b, h, -1))
         return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters)
 
 

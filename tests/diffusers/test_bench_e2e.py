@@ -43,3 +43,10 @@ def test_real_configs_have_the_documented_token_counts():
     methods = bench_methods(MODELS["wan_14b_720p"], [0.15], ["cudnn", "flash"])
     assert methods["svg2_preset"][1]["num_q_clusters"] == 300
     assert methods["svg2_d0.15"][1]["top_k"] == 150 and methods["positional_d0.15"][1]["top_k"] == 89
+
+
+def test_aligned_svg2_rows_share_the_budget_of_the_plain_ones():
+    methods = bench_methods(MODELS["wan_14b_720p"], [0.15], ["cudnn"], presets=(), align_q_tile=64)
+    plain, aligned = methods["svg2_d0.15"], methods["svg2_d0.15_a64"]
+    assert aligned == ("svg2", dict(plain[1], align_q_tile=64))
+    assert "svg2_d0.15_a64" not in bench_methods(MODELS["wan_14b_720p"], [0.15], ["cudnn"], presets=())

@@ -7,9 +7,12 @@ from eval.bench_attention import Shape
 def test_padding_table_has_every_tiling_and_larger_tiles_pad_more(tmp_path, monkeypatch):
     monkeypatch.setitem(plan_padding.SHAPES, "small", Shape("small", 1, (2, 8, 12), qc=12))
     monkeypatch.setattr(plan_padding, "BUDGETS", {"top_p 0.9": dict(top_k=None, top_p=0.9, min_kc_ratio=0.1)})
-    rows = plan_padding.padding_rows("small", heads=1, qc=12, kc=24)
+    rows = plan_padding.padding_rows("small", heads=1, qc=12, kc=24, aligns=(0, 16))
     df = pd.DataFrame(rows)
-    assert len(df) == len(plan_padding.TILINGS)
+    assert len(df) == 2 * len(plan_padding.TILINGS)
+    aligned = df[df.align_q_tile == 16]
+    assert aligned.shape[0] == len(plan_padding.TILINGS) and (aligned.work_over_kept >= 1).all()
+    df = df[df.align_q_tile == 0]
     assert (df.work_over_kept >= 1).all() and 0 < df.density.iloc[0] <= 1
     by = df.set_index(["block_m", "chunk"]).work_over_kept
     assert by[(32, 8)] <= by[(64, 8)] <= by[(128, 8)]

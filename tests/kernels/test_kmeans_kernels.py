@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from svg2.kernels.kmeans import ASSIGN_CONFIGS, assign_nearest, cluster_means
+from svg2.kernels.kmeans import ASSIGN_CONFIGS, assign_nearest, cluster_means, move_costs
 from svg2.kernels.permute import gather_rows
 from svg2.kmeans import cluster_sums
 from svg2.permute import permutation_from_labels
@@ -29,6 +29,28 @@ def test_assign_picks_the_nearest_centroid(n, s, d, k, dtype):
     assert (chosen <= dist.min(-1).values + slack).all()
     if dtype == torch.float32:
         assert (labels == dist.argmin(-1)).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("n,s,d,k", [(2, 53, 32, 7), (1, 40, 64, 21)])
+def test_move_costs_match_torch(n, s, d, k, dtype):
+    # Tile alignment's pass: nearest open centroid and d(open) - d(own), fresh random inputs; one sequence
+    # has no open cluster (cost inf).
+    x = torch.randn(n, s, d).to(dtype).to(DEV)
+    c = torch.randn(n, k, d).to(DEV)
+    labels = torch.randint(0, k, (n, s)).to(DEV)
+    is_open = torch.rand(n, k).to(DEV) < 0.4
+    is_open[0, 0] = True
+    if n > 1:
+        is_open[1] = False
+    cost, cand = move_costs(x, labels, c, is_open, CFG)
+    dist = _dist(x, c)
+    want = dist.masked_fill(~is_open[:, None, :], float("inf")).min(-1).values - dist.gather(2, labels[..., None])[..., 0]
+    finite = want.isfinite()
+    assert torch.equal(cost.isfinite(), finite)
+    slack = 1e-3 if dtype == torch.float32 else 4e-2 * d
+    assert (cost[finite] - want[finite]).abs().max() < slack
+    assert is_open.gather(1, cand)[finite].all()
 
 
 def test_assign_ties_go_to_the_lower_index():

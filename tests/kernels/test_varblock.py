@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, parse_config, tile_work, \
-    varblock_attention
+from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, parse_config, run_lengths, \
+    tile_work, varblock_attention
 from svg2.permute import permutation_from_labels, permute
 from svg2.reference import block_masked_attention
 
@@ -117,6 +117,22 @@ def test_chunk_list_covers_every_kept_key_once():
         want = [c for j in range(5) if keep[0, row, j] for c in range(starts[j], starts[j] + int(col_sizes[0, j]))]
         assert cols == want
         assert (e[count:(math.ceil(count / 4) + 1) * 4] == 0).all()
+
+
+def test_adjacent_kept_clusters_share_chunks():
+    # Kept clusters next to each other in the layout are one run of rows: 4 clusters of 3 rows take
+    # ceil(12 / 4) = 3 entries, not 4, and the work count (tile_work) follows the same runs.
+    cfg = VARBLOCK_CONFIGS["test"]  # chunk 4, BLOCK_N 16
+    col_sizes = torch.tensor([[3, 3, 3, 3, 2, 3]])
+    keep = torch.tensor([[[True, True, True, True, False, True], [True, False, True, False, True, False]]])
+    assert run_lengths(keep, col_sizes).tolist() == [[[12, 0, 0, 0, 0, 3], [3, 0, 3, 0, 2, 0]]]
+    s = int(col_sizes.sum())
+    plan = make_plan(keep, torch.tensor([[s - 5, 5]]), col_sizes, s, cfg)
+    assert plan.cum[0, :, -1].tolist() == [3 + 1, 1 + 1 + 1]
+    first = [(int(x) >> 6, int(x) & 63) for x in plan.entries[0, 0, :4]]
+    assert first == [(0, 4), (4, 4), (8, 4), (14, 3)]
+    # 12 + 5 query rows in 16-row tiles; 4 and 3 entries of 4 rows, rounded up to one 16-row key tile each.
+    assert tile_work(keep, torch.tensor([[s - 5, 5]]), col_sizes, cfg).tolist() == [16 * 16 + 16 * 16]
 
 
 def test_tile_count_is_a_shape_bound():

@@ -40,6 +40,7 @@ def plan_of(method, q, k, v, grid=None):
 @pytest.mark.parametrize("name, cfg", [
     ("svg2", dict(num_q_clusters=9, num_k_clusters=13, top_p=0.7, kmeans_iters_first=3)),
     ("svg2", dict(num_q_clusters=5, num_k_clusters=21, top_p=None, top_k=4, kmeans_iters_first=3)),
+    ("svg2", dict(num_q_clusters=5, num_k_clusters=13, top_p=0.7, kmeans_iters_first=3, align_q_tile=8)),
     ("positional", dict(block_size=16, top_p=0.6)),
     ("positional", dict(tile=(2, 3, 3), top_p=0.6)),
 ])

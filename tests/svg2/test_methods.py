@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from svg2.methods import SVG2_PRESETS, build_method, svg2_preset
+from tests.svg2.test_attention import plan_of
 
 
 def qkv(b=1, h=2, s=96, d=16):
@@ -78,6 +79,23 @@ def test_stats_rows_carry_stage_times_and_density():
     assert {"ms_cluster", "ms_permute", "ms_select", "ms_attend", "ms_unpermute"} <= set(row)
 
 
+def test_tile_alignment_moves_few_queries_and_keeps_the_selection():
+    # align_q_tile: query clusters sized in multiples of the tile, same centroids (so the same kept key
+    # clusters and the same warm start), a few boundary queries moved; key side untouched.
+    q, k, v = qkv(1, 2, 400, 16)
+    cfg = dict(num_q_clusters=12, num_k_clusters=10, kmeans_iters_first=5, top_p=0.8)
+    plain, aligned = build_method("svg2", **cfg), build_method("svg2", **cfg, align_q_tile=16)
+    a, b = (plan_of(m, q, k, v) for m in (plain, aligned))
+    assert torch.equal(a[0].block_map.keep, b[0].block_map.keep)
+    assert torch.equal(a[0].k_perm.order, b[0].k_perm.order)
+    for key in ("q_centroids", "k_centroids"):
+        assert torch.equal(getattr(plain.state.layer(0, 0), key), getattr(aligned.state.layer(0, 0), key))
+    partial = lambda sizes: int(((-sizes) % 16).sum())  # noqa: E731
+    assert partial(b[0].block_map.row_sizes) < 0.3 * partial(a[0].block_map.row_sizes)
+    moved = (a[1] != b[1]).double().mean()
+    assert 0 < moved < 0.25
+
+
 def test_presets_carry_the_upstream_settings():
     assert set(SVG2_PRESETS) == {"wan_720p", "wan_480p", "hunyuan_720p"}
     c = svg2_preset("wan_720p")
@@ -121,6 +139,7 @@ def test_too_many_clusters_and_non_finite_inputs_are_named():
     ("svg2", dict(min_kc_ratio=2.0), r"min_kc_ratio=2.0 is outside \[0, 1\]"),
     ("svg2", dict(kmeans_iters_step=-1), "kmeans_iters_step=-1"),
     ("svg2", dict(kmeans_init="first"), "kmeans_init='first'"),
+    ("svg2", dict(align_q_tile=-64), "align_q_tile=-64"),
     ("svg2", dict(bogus=1), r"unknown svg2 config fields \['bogus'\]"),
     ("positional", dict(block_size=0), "block_size=0"),
     ("positional", dict(tile=(2, 2)), "tile=\\(2, 2\\)"),

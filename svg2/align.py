@@ -1,0 +1,161 @@
+"""Tile alignment of cluster sizes: move a few boundary tokens between clusters so that most sizes become
+multiples of the kernel's query tile, at a small increase in k-means cost. Only labels change; the
+centroids stay as they are.
+
+Per sequence, a cluster of r tokens has rem = r mod multiple. The clusters with the largest rem are
+receivers (they round up, taking multiple - rem tokens); the other clusters with rem > 0 are donors (they
+round down, shedding rem tokens). The receiver count is the largest whose demand sum(multiple - rem) does
+not exceed the donors' supply sum(rem), so every receiver can be filled; the excess supply (< multiple)
+stays with the donors of largest rem. Clusters with rem 0 are neither, so empty clusters stay empty.
+A donor sheds the tokens with the smallest move cost d(x, nearest receiver) - d(x, own centroid). Then,
+for ``rounds`` rounds, every shed token not yet placed proposes to its nearest receiver with room left and
+each receiver accepts its cheapest proposers up to its room. Shed tokens still unplaced go back to their
+donor (best effort: that donor and an unfilled receiver keep a partial tile).
+
+No cluster crosses a tile boundary: a donor ends between floor(r/m)·m and r, a receiver between r and
+ceil(r/m)·m. Fixed shapes, fixed rounds, stable sorts with ties broken by token index, no host sync.
+"""
+from __future__ import annotations
+
+import torch
+
+from svg2.checks import kernel_covers
+from svg2.kmeans import _DIST_CHUNK
+
+
+def partial_tiles(sizes: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Padded rows per sequence, sum over clusters of ceil(r/m)·m - r: (N, K) sizes -> (N,) float64."""
+    _check_multiple(multiple)
+    return ((-sizes) % multiple).sum(-1).double()
+
+
+def align_cluster_sizes(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, multiple: int,
+                        rounds: int = 8) -> torch.Tensor:
+    """x (N, S, D) any float dtype, labels (N, S) int64 in [0, K), centroids (N, K, D) -> new labels (N, S) int64.
+
+    Costs one distance pass over all tokens plus one over the shed slots (at most K·(multiple-1)/2 tokens)
+    per round after the first. Proposals settle in about 8 rounds: at S=75,600, K=300, multiple=64, 4 rounds
+    leave ~10% of the padding and 8 a single partial tile. Labels are not range-checked (that would
+    synchronise with the device).
+    """
+    _check_inputs(x, labels, centroids, multiple, rounds)
+    n, s, d = x.shape
+    k = centroids.shape[1]
+    sizes = torch.zeros(n, k, dtype=torch.long, device=x.device).scatter_add_(1, labels, torch.ones_like(labels))
+    rem = sizes % multiple
+    receiver, quota = _plan(rem, multiple)  # (N, K) bool, (N, K) tokens each donor sheds
+
+    # A donor sheds its quota of tokens with the cheapest move.
+    cost, cand = _nearest_receivers(x, labels, centroids, receiver)  # (N, S)
+    shed = _rank_within(labels, cost, k) < quota.gather(1, labels)  # (N, S)
+    # Shed tokens number sum(quota) = demand <= supply, and each cluster adds < multiple to demand + supply,
+    # so the first `width` slots of a stable sort that puts shed tokens first hold them all.
+    width = min(s, k * (multiple - 1) // 2)
+    idx = (~shed).to(torch.int8).sort(dim=1, stable=True).indices[:, :width]  # (N, W) token index
+    xs, own = x.gather(1, idx[..., None].expand(n, width, d)), labels.gather(1, idx)  # (N, W, D), (N, W)
+    cost, cand = cost.gather(1, idx), cand.gather(1, idx)
+    pending = shed.gather(1, idx)
+    capacity = torch.where(receiver, multiple - rem, 0)  # (N, K)
+    moved = torch.full_like(own, -1)
+    # Each round every pending token proposes to its nearest receiver with room left; each receiver accepts
+    # its cheapest proposers (ties: lower token index) up to its room.
+    for step in range(rounds):
+        if step > 0:
+            cost, cand = _nearest_receivers(xs, own, centroids, capacity > 0)
+        proposes = pending & cost.isfinite()
+        target = torch.where(proposes, cand, k)  # non-proposers go to a dummy receiver K that takes no one
+        rank = _rank_within(target, cost, k + 1)
+        accept = proposes & (rank < capacity.gather(1, target.clamp_max(k - 1)))
+        moved = torch.where(accept, target, moved)
+        pending = pending & ~accept
+        capacity = capacity - torch.zeros_like(capacity).scatter_add_(1, target.clamp_max(k - 1), accept.long())
+    return labels.scatter(1, idx, torch.where(moved >= 0, moved, own))
+
+
+def _plan(rem: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) remainders -> receivers (N, K) bool and the tokens each cluster sheds (N, K) int64.
+
+    Receivers are the j clusters with the largest rem, j the largest count whose demand sum(multiple - rem)
+    is at most the supply sum(rem) of the other clusters. The excess supply (< multiple) stays with the
+    donors of largest rem, so at most one donor sheds only part of its rem and supply equals demand;
+    spreading the excess over the matching would leave many donors with a partial tile instead.
+    """
+    by_rem = rem.sort(dim=1, descending=True, stable=True)  # ties: lower cluster index first
+    r = by_rem.values
+    zero = torch.zeros_like(r[:, :1])
+    demand = torch.cat([zero, ((multiple - r) * (r > 0)).cumsum(1)], 1)  # (N, K+1): first j receivers
+    supply = r.sum(1, keepdim=True) - torch.cat([zero, r.cumsum(1)], 1)  # the rest
+    # demand rises and supply falls with j, so the feasible j form a prefix 0..count-1 (j = 0 always is).
+    count = (demand <= supply).sum(1, keepdim=True) - 1
+    is_receiver = torch.arange(rem.shape[1], device=rem.device) < count  # (N, K) in sorted order
+    excess = (supply - demand).gather(1, count)
+    donated = torch.where(is_receiver, 0, r)
+    kept = (excess - (donated.cumsum(1) - donated)).clamp(min=0).minimum(donated)
+    receiver = torch.empty_like(is_receiver).scatter_(1, by_rem.indices, is_receiver & (r > 0))
+    quota = torch.empty_like(r).scatter_(1, by_rem.indices, donated - kept)
+    return receiver, quota
+
+
+def _nearest_receivers(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor,
+                       receiver: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cost of moving each token to its nearest receiver, and that receiver: (N, R) float32, (N, R) int64.
+
+    cost = ||x - c_r||^2 - ||x - c_own||^2; ||x||^2 cancels, so only ||c||^2 - 2 x.c is formed (fp32), in row
+    chunks so an (R, K) matrix is never held whole. With no receiver the cost is inf.
+    """
+    if kernel_covers(x):  # Triton: one pass like the k-means assignment (dot in x's dtype)
+        from svg2.kernels.kmeans import move_costs
+
+        return move_costs(x, labels, centroids, receiver)
+    n, r, d = x.shape
+    k = centroids.shape[1]
+    c = centroids.float()
+    c_sq = (c * c).sum(-1)  # (N, K)
+    open_sq = c_sq.masked_fill(~receiver, float("inf"))[:, None, :]  # (N, 1, K): non-receivers never nearest
+    cost = torch.empty(n, r, dtype=torch.float32, device=x.device)
+    cand = torch.empty(n, r, dtype=torch.long, device=x.device)
+    rows = max(1, _DIST_CHUNK // max(1, n * k))
+    for start in range(0, r, rows):
+        xs = x[:, start:start + rows].float()
+        lab = labels[:, start:start + rows]
+        near = torch.baddbmm(open_sq, xs, c.transpose(1, 2), alpha=-2.0).min(-1)  # over (N, rows, K)
+        own = c_sq.gather(1, lab) - 2 * (xs * c.gather(1, lab[..., None].expand(*lab.shape, d))).sum(-1)
+        cost[:, start:start + rows] = near.values - own
+        cand[:, start:start + rows] = near.indices
+    return cost, cand
+
+
+def _rank_within(group: torch.Tensor, key: torch.Tensor, groups: int) -> torch.Tensor:
+    """Rank of each token within its group (N, S) in [0, groups) by ascending key, ties by token index."""
+    n, s = group.shape
+    order = key.sort(dim=1, stable=True).indices
+    order = order.gather(1, group.gather(1, order).sort(dim=1, stable=True).indices)  # by (group, key, index)
+    counts = torch.zeros(n, groups, dtype=torch.long, device=group.device).scatter_add_(1, group, torch.ones_like(group))
+    starts = counts.cumsum(1) - counts
+    pos = torch.arange(s, device=group.device).expand(n, s)
+    return torch.empty_like(order).scatter_(1, order, pos - starts.gather(1, group.gather(1, order)))
+
+
+def _check_multiple(multiple: int) -> None:
+    if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+        raise ValueError(f"multiple={multiple!r}; expected a positive integer (the query tile rows)")
+
+
+def _check_inputs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, multiple: int, rounds: int) -> None:
+    for name, t in (("x", x), ("labels", labels), ("centroids", centroids)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} is a {type(t).__name__}; expected a torch.Tensor")
+    if x.dim() != 3 or not x.is_floating_point():
+        raise ValueError(f"x has shape {tuple(x.shape)} and dtype {x.dtype}; expected (N, S, D) floating point")
+    n, s, d = x.shape
+    if tuple(labels.shape) != (n, s) or labels.dtype != torch.long:
+        raise ValueError(f"labels have shape {tuple(labels.shape)} and dtype {labels.dtype}; expected {(n, s)} int64")
+    if centroids.dim() != 3 or centroids.shape[0] != n or centroids.shape[2] != d or centroids.shape[1] < 1:
+        raise ValueError(f"centroids have shape {tuple(centroids.shape)}; expected ({n}, K, {d}) with K >= 1")
+    if not centroids.is_floating_point():
+        raise ValueError(f"centroids have dtype {centroids.dtype}; expected floating point")
+    if not (x.device == labels.device == centroids.device):
+        raise ValueError(f"x, labels, centroids devices differ: {x.device}, {labels.device}, {centroids.device}")
+    _check_multiple(multiple)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+        raise ValueError(f"rounds={rounds!r}; expected an integer >= 0")
