@@ -56,8 +56,8 @@ def _assign_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, S, K,
         else:
             dot = tl.dot(x, tl.trans(c))
         dist = csq[None, :] - 2.0 * dot  # (BLOCK_S, BLOCK_K) fp32
-        tile_min = tl.min(dist, axis=1)
-        tile_arg = tl.argmin(dist, axis=1).to(tl.int32) + k0
+        tile_min, tile_arg = tl.min(dist, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        tile_arg = tile_arg.to(tl.int32) + k0  # one reduction for the value and its index
         better = tile_min < best  # strict: ties keep the lower index, as torch argmin does
         best = tl.where(better, tile_min, best)
         best_idx = tl.where(better, tile_arg, best_idx)
@@ -69,16 +69,19 @@ def _move_cost_kernel(x_ptr, lab_ptr, c_ptr, csq_ptr, open_ptr, cost_ptr, cand_p
                       sxn, sxs, scn, sck,
                       D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr):
     # As _assign_kernel, but the argmin runs over the open clusters only, and the distance to the token's
-    # own cluster (whichever tile holds it) is subtracted: cost = d(x, nearest open) - d(x, own).
+    # own cluster is subtracted: cost = d(x, nearest open) - d(x, own).
     pid_s = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     rows = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
     d = tl.arange(0, D)
     x = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + d[None, :], mask=rows[:, None] < S, other=0.0)
-    own_label = tl.load(lab_ptr + n * S + rows, mask=rows < S, other=-1)
+    own_label = tl.load(lab_ptr + n * S + rows, mask=rows < S, other=0)
+    # Distance to the own centroid, from its row gathered once (not picked out of every centroid tile).
+    c_own = tl.load(c_ptr + n * scn + own_label[:, None] * sck + d[None, :], mask=rows[:, None] < S, other=0.0)
+    own = tl.load(csq_ptr + n * K + own_label, mask=rows < S, other=0.0) - 2.0 * tl.sum(
+        x.to(tl.float32) * c_own.to(tl.float32), axis=1)
     best = tl.full([BLOCK_S], float("inf"), tl.float32)
     best_idx = tl.zeros([BLOCK_S], tl.int32)
-    own = tl.zeros([BLOCK_S], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         c = tl.load(c_ptr + n * scn + ks[:, None] * sck + d[None, :], mask=ks[:, None] < K, other=0.0)
@@ -88,11 +91,9 @@ def _move_cost_kernel(x_ptr, lab_ptr, c_ptr, csq_ptr, open_ptr, cost_ptr, cand_p
             dot = tl.dot(x, tl.trans(c), input_precision="ieee")
         else:
             dot = tl.dot(x, tl.trans(c))
-        dist = csq[None, :] - 2.0 * dot
-        own += tl.sum(tl.where(ks[None, :] == own_label[:, None], dist, 0.0), axis=1)
-        dist = tl.where(is_open[None, :], dist, float("inf"))
-        tile_min = tl.min(dist, axis=1)
-        tile_arg = tl.argmin(dist, axis=1).to(tl.int32) + k0
+        dist = tl.where(is_open[None, :], csq[None, :] - 2.0 * dot, float("inf"))
+        tile_min, tile_arg = tl.min(dist, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        tile_arg = tile_arg.to(tl.int32) + k0  # one reduction for the value and its index
         better = tile_min < best
         best = tl.where(better, tile_min, best)
         best_idx = tl.where(better, tile_arg, best_idx)
