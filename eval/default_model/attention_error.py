@@ -31,6 +31,8 @@ def methods(top_p: float) -> dict:
     budget = dict(top_p=top_p, min_kc_ratio=0.0)
     return {
         "svg2 QC64 KC256": ("svg2", dict(num_q_clusters=64, num_k_clusters=256, **budget)),
+        # query clusters moved to multiples of 16 rows: ~4 tiles per cluster, as 64-row tiles at Wan 720p (QC 300)
+        "svg2 QC64 KC256 align16": ("svg2", dict(num_q_clusters=64, num_k_clusters=256, align_q_tile=16, **budget)),
         "positional 64": ("positional", dict(block_size=64, **budget)),
         "positional tile 1x8x8": ("positional", dict(tile=(1, 8, 8), **budget)),
     }

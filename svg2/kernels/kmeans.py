@@ -37,9 +37,12 @@ ASSIGN_CONFIGS = {"test": AssignConfig(16, 16, 4, 1), "h200": AssignConfig(128, 
 
 
 @triton.jit
-def _assign_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, S, K,
-                   sxn, sxs, scn, sck,
-                   D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr):
+def _nearest_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, open_ptr, lab_ptr, cost_ptr, S, K,
+                    sxn, sxs, scn, sck,
+                    D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
+                    MOVE: tl.constexpr):
+    # Nearest centroid of each token (out). MOVE: nearest among the open clusters only, and the cost of moving
+    # there, d(x, nearest open) - d(x, own), with the own distance from the own centroid's row gathered once.
     pid_s = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     rows = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -56,49 +59,21 @@ def _assign_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, S, K,
         else:
             dot = tl.dot(x, tl.trans(c))
         dist = csq[None, :] - 2.0 * dot  # (BLOCK_S, BLOCK_K) fp32
+        if MOVE:
+            is_open = tl.load(open_ptr + n * K + ks, mask=ks < K, other=0) != 0
+            dist = tl.where(is_open[None, :], dist, float("inf"))
         tile_min, tile_arg = tl.min(dist, axis=1, return_indices=True, return_indices_tie_break_left=True)
         tile_arg = tile_arg.to(tl.int32) + k0  # one reduction for the value and its index
         better = tile_min < best  # strict: ties keep the lower index, as torch argmin does
         best = tl.where(better, tile_min, best)
         best_idx = tl.where(better, tile_arg, best_idx)
     tl.store(out_ptr + n * S + rows, best_idx.to(tl.int64), mask=rows < S)
-
-
-@triton.jit
-def _move_cost_kernel(x_ptr, lab_ptr, c_ptr, csq_ptr, open_ptr, cost_ptr, cand_ptr, S, K,
-                      sxn, sxs, scn, sck,
-                      D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr):
-    # As _assign_kernel, but the argmin runs over the open clusters only, and the distance to the token's
-    # own cluster is subtracted: cost = d(x, nearest open) - d(x, own).
-    pid_s = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    rows = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
-    d = tl.arange(0, D)
-    x = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + d[None, :], mask=rows[:, None] < S, other=0.0)
-    own_label = tl.load(lab_ptr + n * S + rows, mask=rows < S, other=0)
-    # Distance to the own centroid, from its row gathered once (not picked out of every centroid tile).
-    c_own = tl.load(c_ptr + n * scn + own_label[:, None] * sck + d[None, :], mask=rows[:, None] < S, other=0.0)
-    own = tl.load(csq_ptr + n * K + own_label, mask=rows < S, other=0.0) - 2.0 * tl.sum(
-        x.to(tl.float32) * c_own.to(tl.float32), axis=1)
-    best = tl.full([BLOCK_S], float("inf"), tl.float32)
-    best_idx = tl.zeros([BLOCK_S], tl.int32)
-    for k0 in range(0, K, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        c = tl.load(c_ptr + n * scn + ks[:, None] * sck + d[None, :], mask=ks[:, None] < K, other=0.0)
-        csq = tl.load(csq_ptr + n * K + ks, mask=ks < K, other=0.0)
-        is_open = tl.load(open_ptr + n * K + ks, mask=ks < K, other=0) != 0
-        if IEEE:
-            dot = tl.dot(x, tl.trans(c), input_precision="ieee")
-        else:
-            dot = tl.dot(x, tl.trans(c))
-        dist = tl.where(is_open[None, :], csq[None, :] - 2.0 * dot, float("inf"))
-        tile_min, tile_arg = tl.min(dist, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        tile_arg = tile_arg.to(tl.int32) + k0  # one reduction for the value and its index
-        better = tile_min < best
-        best = tl.where(better, tile_min, best)
-        best_idx = tl.where(better, tile_arg, best_idx)
-    tl.store(cost_ptr + n * S + rows, best - own, mask=rows < S)
-    tl.store(cand_ptr + n * S + rows, best_idx.to(tl.int64), mask=rows < S)
+    if MOVE:
+        own_label = tl.load(lab_ptr + n * S + rows, mask=rows < S, other=0)
+        c_own = tl.load(c_ptr + n * scn + own_label[:, None] * sck + d[None, :], mask=rows[:, None] < S, other=0.0)
+        own = tl.load(csq_ptr + n * K + own_label, mask=rows < S, other=0.0) - 2.0 * tl.sum(
+            x.to(tl.float32) * c_own.to(tl.float32), axis=1)
+        tl.store(cost_ptr + n * S + rows, best - own, mask=rows < S)
 
 
 @triton.jit
@@ -142,19 +117,28 @@ def assign_nearest(x: torch.Tensor, centroids: torch.Tensor, config: AssignConfi
     _check_points(x, centroids)
     cfg = config or ASSIGN_CONFIGS["h200"]
     n, s, d = x.shape
-    k = centroids.shape[1]
-    c32 = centroids.float()
-    csq = (c32 * c32).sum(-1).contiguous()  # (N, K) fp32
-    c = c32.to(x.dtype).contiguous()        # dot operand in the tokens' dtype
+    c, csq = _centroid_operands(centroids, x.dtype)
     if out is None:
         out = torch.empty(n, s, dtype=torch.long, device=x.device)
     elif tuple(out.shape) != (n, s) or out.dtype != torch.long or not out.is_contiguous():
         raise ValueError(f"out is {tuple(out.shape)} {out.dtype}; expected a contiguous ({n}, {s}) int64 tensor")
-    grid = (triton.cdiv(s, cfg.block_s), n)
-    _assign_kernel[grid](x, c, csq, out, s, k, x.stride(0), x.stride(1), c.stride(0), c.stride(1),
-                         D=d, BLOCK_S=cfg.block_s, BLOCK_K=cfg.block_k, IEEE=x.dtype == torch.float32,
-                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    _launch_nearest(x, c, csq, out, cfg)
     return out
+
+
+def _centroid_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroids as the dot operand in the tokens' dtype, and their squared norms (N, K) in fp32."""
+    c32 = centroids.float()
+    return c32.to(dtype).contiguous(), (c32 * c32).sum(-1).contiguous()
+
+
+def _launch_nearest(x, c, csq, out, cfg: AssignConfig, is_open=None, labels=None, cost=None) -> None:
+    n, s, d = x.shape
+    move = is_open is not None
+    _nearest_kernel[(triton.cdiv(s, cfg.block_s), n)](
+        x, c, csq, out, is_open if move else csq, labels if move else out, cost if move else csq, s, c.shape[1],
+        x.stride(0), x.stride(1), c.stride(0), c.stride(1), D=d, BLOCK_S=cfg.block_s, BLOCK_K=cfg.block_k,
+        IEEE=x.dtype == torch.float32, MOVE=move, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def move_costs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, is_open: torch.Tensor,
@@ -164,18 +148,11 @@ def move_costs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, i
     inf where no cluster is open) and (N, S) int64. The dot runs in x's dtype, as in ``assign_nearest``."""
     _check_points(x, centroids)
     cfg = config or ASSIGN_CONFIGS["h200"]
-    n, s, d = x.shape
-    k = centroids.shape[1]
-    c32 = centroids.float()
-    csq = (c32 * c32).sum(-1).contiguous()
-    c = c32.to(x.dtype).contiguous()
+    n, s, _ = x.shape
+    c, csq = _centroid_operands(centroids, x.dtype)
     cost = torch.empty(n, s, dtype=torch.float32, device=x.device)
     cand = torch.empty(n, s, dtype=torch.long, device=x.device)
-    grid = (triton.cdiv(s, cfg.block_s), n)
-    _move_cost_kernel[grid](x, labels.contiguous(), c, csq, is_open.to(torch.int8).contiguous(), cost, cand, s, k,
-                            x.stride(0), x.stride(1), c.stride(0), c.stride(1), D=d, BLOCK_S=cfg.block_s,
-                            BLOCK_K=cfg.block_k, IEEE=x.dtype == torch.float32, num_warps=cfg.num_warps,
-                            num_stages=cfg.num_stages)
+    _launch_nearest(x, c, csq, cand, cfg, is_open.to(torch.int8).contiguous(), labels.contiguous(), cost)
     return cost, cand
 
 
