@@ -147,7 +147,8 @@ def bench_methods(spec: BenchModel, densities, dense_backends,
             common, num_q_clusters=preset.num_q_clusters, num_k_clusters=preset.num_k_clusters, top_p=None,
             top_k=max(1, round(d * preset.num_k_clusters)), min_kc_ratio=0.0))
         if align_q_tile:
-            methods[f"svg2_d{d:g}_a{align_q_tile}"] = ("svg2", dict(methods[f"svg2_d{d:g}"][1], align_q_tile=align_q_tile))
+            methods[f"svg2_d{d:g}_a{align_q_tile}"] = ("svg2", dict(methods[f"svg2_d{d:g}"][1],
+                                                                    align_q_tile=align_q_tile))
     if "svg2" in presets:
         methods["svg2_preset"] = ("svg2", dict(asdict(preset), **common))
     if "positional" in presets:  # the same budget and warm-up over fixed 128-token blocks
@@ -307,7 +308,8 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--dense-backends", default=None, help="default cudnn,flash on CUDA; auto on the CPU")
     p.add_argument("--presets", default="svg2,positional", help="upstream top-p presets to run (svg2, positional)")
     p.add_argument("--align-q-tile", type=int, default=0,
-                   help="also run svg2 at each density with query clusters aligned to this many rows (64: the kernel's tile)")
+                   help="also run svg2 at each density with query clusters aligned to this many rows "
+                        "(64: the kernel's tile)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup-fraction", type=float, default=0.2, help="dense steps of a sparse generation")

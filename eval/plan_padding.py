@@ -6,8 +6,9 @@
 Plans come from the svg2 method (QC 300, KC 1000, 50 k-means iterations; plain k-means query clusters and
 ``align_q_tile=64``) on the structured synthetic inputs that eval.bench_attention times
 (``eval.synthetic.structured_qkv``, input scale 0.6). For each kernel tiling (BLOCK_M, chunk; BLOCK_N 64) it
-prints ``svg2.kernels.varblock.tile_work`` over the exact kept pairs: 1.0 is no padding. Positional blocks of 128 tokens fill every tile, so this ratio is svg2's extra kernel work per
-unit of density (svg2/kernels/NOTES.md).
+prints ``svg2.kernels.varblock.tile_work`` over the exact kept pairs: 1.0 is no padding. Positional blocks of
+128 tokens fill every tile, so this ratio is svg2's extra kernel work per unit of density
+(svg2/kernels/NOTES.md).
 """
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def padding_rows(shape_name: str = "wan_720p", heads: int = 2, scale: float = 0.
                 rows.append(dict(shape=shape_name, heads=heads, scale=scale, budget=budget, align_q_tile=align,
                                  density=round(bm.density().mean().item(), 4), block_m=block_m, block_n=64,
                                  chunk=chunk, work_over_kept=round(work / kept, 4)))
-            print(f"{budget}, align {align}: density {rows[-1]['density']:.3f}, plan in {time.perf_counter() - t0:.0f} s",
-                  flush=True)
+            print(f"{budget}, align {align}: density {rows[-1]['density']:.3f}, "
+                  f"plan in {time.perf_counter() - t0:.0f} s", flush=True)
     return rows
 
 
@@ -63,8 +64,8 @@ def main(argv=None) -> None:
     df = pd.DataFrame(padding_rows(args.shape, args.heads))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
-    print(df.pivot_table(index=["budget", "align_q_tile", "density"], columns=["block_m", "chunk"], values="work_over_kept")
-          .to_string())
+    print(df.pivot_table(index=["budget", "align_q_tile", "density"], columns=["block_m", "chunk"],
+                         values="work_over_kept").to_string())
     print(f"wrote {args.out}")
 
 

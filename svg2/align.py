@@ -34,9 +34,9 @@ def align_cluster_sizes(x: torch.Tensor, labels: torch.Tensor, centroids: torch.
     """x (N, S, D) any float dtype, labels (N, S) int64 in [0, K), centroids (N, K, D) -> new labels (N, S) int64.
 
     Costs one distance pass over all tokens plus one over the shed slots (at most K·(multiple-1)/2 tokens)
-    per round after the first (Triton on the GPU). Proposals settle in about 8 rounds: at S=75,600, K=300, multiple=64, 4 rounds
-    leave ~10% of the padding and 8 a single partial tile. Labels are not range-checked (that would
-    synchronise with the device).
+    per round after the first (Triton on the GPU). Proposals settle in about 8 rounds: on the H200 at
+    S=75,600, K=300, multiple=64, 4 rounds left 35% of the padding rows and 8 rounds 1.3%. Labels are not
+    range-checked (that would synchronise with the device).
     """
     _check_inputs(x, labels, centroids, multiple, rounds)
     n, s, d = x.shape
@@ -49,7 +49,7 @@ def align_cluster_sizes(x: torch.Tensor, labels: torch.Tensor, centroids: torch.
     # sorted by (cluster, cost). Shed slot i of a sequence belongs to the donor whose cumulative quota passes i.
     cost, cand = _nearest_receivers(x, labels, centroids, receiver)  # (N, S)
     order, starts = _sort_groups(labels, cost, k)
-    width = min(s, k * (multiple - 1) // 2)  # sum(quota) = demand <= supply and both < K·multiple/2 together
+    width = min(s, k * (multiple - 1) // 2)  # sum(quota) = demand <= supply, demand + supply <= K·(multiple-1)
     slot = torch.arange(width, device=x.device).expand(n, width).contiguous()
     quota_end = quota.cumsum(1)
     donor = torch.searchsorted(quota_end, slot, right=True).clamp_max(k - 1)  # (N, W)

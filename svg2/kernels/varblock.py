@@ -10,9 +10,10 @@ Tiles stay full on both sides where they can:
   cut into chunks of at most ``chunk`` contiguous rows, listed in layout order (the chunk list, built on the
   device by ``chunk_entries``). A key tile is BLOCK_N / chunk consecutive entries, so it spans as many
   small runs as it needs and a run wastes at most chunk - 1 padded rows, not a whole tile. (The svg2 method
-  lays key clusters out so that those one query cluster keeps tend to be adjacent: fewer, longer runs.) The tile's row addresses come from one vector load of its
-  entries, issued one tile ahead, so Triton's pipeliner can prefetch K and V num_stages - 1 tiles ahead;
-  with any load in the address chain inside the iteration it stops at one tile (NOTES.md).
+  lays key clusters out so that those one query cluster keeps tend to be adjacent: fewer, longer runs.)
+  The tile's row addresses come from one vector load of its entries, issued one tile ahead, so Triton's
+  pipeliner can prefetch K and V num_stages - 1 tiles ahead; with any load in the address chain inside the
+  iteration it stops at one tile (NOTES.md).
 
 No host synchronisation: the plan is built with cumsum and a fill kernel on the device, the chunk list
 has the shape bound S / chunk + KC entries per query cluster, and the grid is the upper bound
@@ -88,7 +89,6 @@ class VarblockPlan:
     tile_row: torch.Tensor      # (N, T) int32 first permuted row of the tile
     tile_end: torch.Tensor      # (N, T) int32 end (exclusive) of the tile's cluster
     cum: torch.Tensor           # (N, QC, KC+1) int32 chunk-list entries before each key cluster; [..., KC] = total
-    runs: torch.Tensor          # (N, QC, KC) int32 rows of the kept run starting at each key cluster, else 0
     entries: torch.Tensor       # (N, QC, MAXCH) int32 start * 64 + length of each key chunk (chunk_entries)
     config: VarblockConfig
 
@@ -123,7 +123,7 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     tile_end = start + rs.gather(1, cic)
     tile_cluster = torch.where(ci < qc, ci, torch.full_like(ci, -1))
     return VarblockPlan(tile_cluster.to(torch.int32).contiguous(), tile_row.to(torch.int32).contiguous(),
-                        tile_end.to(torch.int32).contiguous(), cum, runs, entries, config)
+                        tile_end.to(torch.int32).contiguous(), cum, entries, config)
 
 
 def run_lengths(keep: torch.Tensor, col_sizes: torch.Tensor) -> torch.Tensor:

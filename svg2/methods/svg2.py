@@ -74,11 +74,10 @@ class SVG2Method(AttentionMethod):
                         centroids=layer_state.q_centroids if warm else None)
             kk = kmeans(k.reshape(n, s, d), c.num_k_clusters, iters, init=c.kmeans_init, seed=c.seed + 1,
                         centroids=layer_state.k_centroids if warm else None)
-            q_labels, q_sizes = qk.labels, qk.sizes
+            q_labels = qk.labels
             if c.align_q_tile > 1:
                 # Only the layout changes: the centroids (selection, next call's warm start) stay k-means'.
                 q_labels = align_cluster_sizes(q.reshape(n, s, d), qk.labels, qk.centroids, c.align_q_tile)
-                q_sizes = torch.zeros_like(qk.sizes).scatter_add_(1, q_labels, torch.ones_like(q_labels))
         layer_state.q_centroids, layer_state.k_centroids = qk.centroids, kk.centroids
         layer_state.calls += 1
         with timer.stage("select"):
@@ -95,7 +94,7 @@ class SVG2Method(AttentionMethod):
             q_perm = permutation_from_labels(q_labels, c.num_q_clusters)
             k_perm = permutation_from_labels(position.gather(-1, kk.labels), c.num_k_clusters)
         block_map = BlockMap(keep.reshape(b, h, c.num_q_clusters, c.num_k_clusters),
-                             q_sizes.reshape(b, h, -1), col_sizes.reshape(b, h, -1))
+                             q_perm.sizes.reshape(b, h, -1), col_sizes.reshape(b, h, -1))
         return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters)
 
 
