@@ -42,7 +42,8 @@ def load_configs(folder) -> pd.DataFrame:
                and not c.startswith("method.")]
     agg = groups[numeric].mean().reset_index()
     agg["rows"] = groups.size().values
-    for col in ["label", "timer", *[c for c in df.columns if c.startswith("method.")]]:
+    for col in ["label", "timer", "order", "reference", "family", "family_key",
+                *[c for c in df.columns if c.startswith("method.")]]:
         if col in df and col not in group:
             agg[col] = groups[col].first().values
     return _unique_labels(agg)
@@ -105,9 +106,9 @@ def plot_frontiers(configs: pd.DataFrame, quality: list[str], cost: list[str], p
         ax = axes[qi][ci]
         for method, part in configs.groupby("method"):
             part = part[part[c].notna()]
-            if method == "dense":
+            if _is_reference(part):
                 y = part[q].replace([np.inf, -np.inf], np.nan).fillna(_top(configs[q], q))
-                ax.scatter(part[c], y, marker="*", s=140, color="k", label="dense (exact)", zorder=3)
+                ax.scatter(part[c], y, marker="*", s=140, color="k", label=f"{method} (exact)", zorder=3)
                 continue
             ax.scatter(part[c], part[q], color=colours[method], label=method, alpha=0.8)
             front = part[pareto_mask(part[c], part[q], HIGHER_IS_BETTER.get(c, True), HIGHER_IS_BETTER.get(q, True))]
@@ -128,6 +129,13 @@ def plot_frontiers(configs: pd.DataFrame, quality: list[str], cost: list[str], p
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _is_reference(part: pd.DataFrame) -> bool:
+    """Rows of the dense reference (older result folders without the column: configs at density 1)."""
+    if "reference" in part and part["reference"].notna().any():
+        return bool(part["reference"].fillna(False).astype(bool).all())
+    return "density" in part and bool((part["density"] == 1).all())
 
 
 def _top(values: pd.Series, metric: str) -> float:
@@ -152,10 +160,24 @@ def report(folder, frontier_cfg) -> tuple[Path, str]:
     timer = configs["timer"].iloc[0] if "timer" in configs else None
     text = (f"{_title(configs)}\n\n" + markdown_table(table)
             + ("\n\nTimes are CPU wall clock: time ratios, not speedups of the method." if timer == "cpu_wall" else ""))
+    densities = list(frontier_cfg.get("matched_density") or [])
+    if densities:
+        text += "\n\n" + matched_density_text(load_results(folder), quality[0], densities)
     atomic_write(folder / "frontier.md", (text + "\n").encode())
     print(text)
     print(f"\nfrontier plot: {plot}")
     return plot, text
+
+
+def matched_density_text(rows: pd.DataFrame, metric: str, densities: list[float]) -> str:
+    """Each method family's budget curve at the same sparse densities (interpolated in log-density, mean over
+    prompts and seeds; '-' where its budgets do not reach a density)."""
+    from eval.compare import at_density
+
+    table = at_density(rows, metric, densities)
+    table = table.rename(columns={d: f"d={d:g}" for d in densities}).reset_index().rename(columns={"curve": "method"})
+    return (f"{LABELS.get(metric, metric)} at equal density of the sparse calls (interpolated along each method's "
+            f"budget curve):\n\n" + markdown_table(table))
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:

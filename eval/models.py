@@ -1,5 +1,6 @@
-"""Model sources of the harness: the embedded default (built on first use when it is a tiny random
-pipeline) or a real diffusers checkpoint from ``model.path``; the FLOPs shape of whichever is loaded."""
+"""Model sources of the harness: a real diffusers checkpoint from ``model.path``, the shipped embedded model, or a
+tiny random pipeline built on first use; what the harness reads off the model's configs before any weights load
+(token grid, heads, head dim) and the FLOPs shape of a generation."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from eval.metrics.flops import SHAPES, ModelShape, latent_tokens
+from eval.metrics.flops import SHAPES, ModelShape
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -18,7 +19,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class ModelConfig:
     name: str                          # label in rows and tables
-    kind: str                          # svg2.diffusers pipeline kind: wan_t2v, wan_i2v, hunyuan, cogvideox
+    kind: str                          # svg2.diffusers model kind: wan_t2v, wan_i2v, hunyuan, cogvideox
     path: str                          # local diffusers directory
     build_tiny: bool = False           # build a tiny random pipeline at ``path`` when it is missing
     dtype: str = "float32"
@@ -35,6 +36,9 @@ class ModelConfig:
     block_size: int = 128
 
     def __post_init__(self):
+        from svg2.diffusers import model_spec
+
+        self.spec = model_spec(self.kind)  # an unknown kind is an error naming the known ones
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype={self.dtype!r}; expected one of {sorted(DTYPES)}")
         if self.flops_shape is not None and self.flops_shape not in SHAPES:
@@ -60,6 +64,32 @@ class ModelConfig:
 
         self.prepare()
         return load_pipeline(self.kind, Path(self.path).expanduser(), dtype=DTYPES[self.dtype], device=device)
+
+    def configs(self) -> tuple[dict, dict]:
+        """The transformer's and the VAE's config.json, read without loading weights."""
+        from svg2.diffusers import check_pipeline_dir, read_config
+
+        self.prepare()
+        path = Path(self.path).expanduser()
+        check_pipeline_dir(self.kind, path)
+        return read_config(path, "transformer/config.json"), read_config(path, "vae/config.json")
+
+    def geometry(self, frames: int, height: int, width: int) -> dict:
+        """Latent token grid, tokens, heads and head dim of a generation at this size (what shape checks need)."""
+        tconfig, vconfig = self.configs()
+        grid = tuple(int(g) for g in self.spec.latent_grid(tconfig, vconfig, frames, height, width))
+        dims = self.spec.dims(tconfig)
+        return dict(tokens=math.prod(grid), grid=grid, heads=dims["heads"], head_dim=dims["head_dim"])
+
+    def shape(self, frames: int, height: int, width: int, steps: int, guidance_scale: float) -> ModelShape:
+        """The FLOPs shape of a generation: the named paper shape at this generation's tokens and steps, or the
+        one the transformer's config gives."""
+        tconfig, vconfig = self.configs()
+        grid = tuple(self.spec.latent_grid(tconfig, vconfig, frames, height, width))
+        run = dict(video_tokens=math.prod(grid), cfg_branches=self.spec.cfg_branches(guidance_scale), steps=steps)
+        if self.flops_shape is not None:
+            return ModelShape(**{**SHAPES[self.flops_shape].__dict__, **run})
+        return ModelShape(name=self.name, **self.spec.dims(tconfig), **run, grid=grid)
 
 
 def weights_fingerprint(path: str) -> str | None:
@@ -92,34 +122,3 @@ def resolve_device(device: str, job_num: int | None = None) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; expected 'auto' or 'cpu'")
     return device
-
-
-def flops_shape(model: ModelConfig, pipe, height: int, width: int, frames: int, steps: int,
-                guidance_scale: float) -> ModelShape:
-    """The FLOPs shape of a generation: the named paper shape at this generation's tokens and steps, or one
-    read off the loaded transformer's config."""
-    t = pipe.transformer
-    c = t.config
-    branches = 2 if guidance_scale > 1 and model.kind != "hunyuan" else 1
-    if model.kind in ("wan_t2v", "wan_i2v"):
-        tokens = latent_tokens(frames, height, width, pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial,
-                               tuple(c.patch_size))
-        if model.flops_shape is None:
-            return ModelShape(model.name, c.num_layers, c.num_attention_heads, c.attention_head_dim, c.ffn_dim, tokens,
-                              512, image_tokens=257 if model.kind == "wan_i2v" else 0, cfg_branches=branches,
-                              steps=steps)
-    elif model.kind == "hunyuan":
-        tokens = latent_tokens(frames, height, width, 4, 8, (c.patch_size_t, c.patch_size, c.patch_size))
-        if model.flops_shape is None:
-            return ModelShape(model.name, c.num_layers + c.num_single_layers, c.num_attention_heads,
-                              c.attention_head_dim, int(c.mlp_ratio * c.num_attention_heads * c.attention_head_dim),
-                              tokens, 256, joint=True, cfg_branches=1, steps=steps)
-    else:  # cogvideox
-        pt = c.patch_size_t or 1
-        tokens = math.ceil(((frames - 1) // 4 + 1) / pt) * (height // 8 // c.patch_size) * (width // 8 // c.patch_size)
-        if model.flops_shape is None:
-            return ModelShape(model.name, c.num_layers, c.num_attention_heads, c.attention_head_dim,
-                              4 * c.num_attention_heads * c.attention_head_dim, tokens, c.max_text_seq_length,
-                              joint=True, cfg_branches=branches, steps=steps)
-    named = SHAPES[model.flops_shape]
-    return ModelShape(**{**named.__dict__, "video_tokens": tokens, "cfg_branches": branches, "steps": steps})

@@ -19,7 +19,6 @@ VIDEO = [("psnr", "PSNR"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("density", "de
          ("speedup_e2e", "speedup")]
 ATTENTION = [("rel_l2", "rel. L2"), ("cos_err", "cos. error"), ("density", "density"), ("flops_ratio", "FLOPs ratio"),
              ("speedup_attn", "attn. speedup")]
-METHOD_ORDER = {"dense": 0, "positional": 1, "svg2": 2}
 
 
 def _flops_unit(values: pd.Series) -> tuple[float, str]:
@@ -40,7 +39,8 @@ def paper_tables(folder) -> list[tuple[str, pd.DataFrame]]:
     for group, part in configs.groupby(keys, dropna=False, sort=True):
         group = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
         columns = ATTENTION if group.get("workload") == "attention" else VIDEO
-        part = part.assign(_order=part["method"].map(METHOD_ORDER).fillna(9)).sort_values(["_order", "label"])
+        order = part["order"] if "order" in part else pd.Series(0, index=part.index)
+        part = part.assign(_order=order.fillna(order.max() + 1)).sort_values(["_order", "label"])
         table = pd.DataFrame({"method": part["label"].values})
         cpu = "timer" in part and (part["timer"] == "cpu_wall").all()
         for col, name in columns:

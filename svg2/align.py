@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from svg2.checks import kernel_covers
-from svg2.kmeans import _DIST_CHUNK
+from svg2.checks import check_int
+from svg2.kmeans import nearest_centroid
 
 
 def partial_tiles(sizes: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -47,7 +47,7 @@ def align_cluster_sizes(x: torch.Tensor, labels: torch.Tensor, centroids: torch.
 
     # A donor sheds its quota of tokens with the cheapest move: the first `quota` of its run when tokens are
     # sorted by (cluster, cost). Shed slot i of a sequence belongs to the donor whose cumulative quota passes i.
-    cost, cand = _nearest_receivers(x, labels, centroids, receiver)  # (N, S)
+    cand, cost = nearest_centroid(x, centroids, receiver, labels)  # (N, S): receiver, cost of moving there
     order, starts = _sort_groups(labels, cost, k)
     width = min(s, k * (multiple - 1) // 2)  # sum(quota) = demand <= supply, demand + supply <= K·(multiple-1)
     slot = torch.arange(width, device=x.device).expand(n, width).contiguous()
@@ -67,7 +67,7 @@ def align_cluster_sizes(x: torch.Tensor, labels: torch.Tensor, centroids: torch.
         if step > 0:
             # Recomputed over the shed slots (H200, 40 x 9,450 slots, K 300: 0.25 ms; holding their (W, K)
             # distances instead and masking them each round took 0.9 ms a round).
-            cost, cand = _nearest_receivers(xs, own, centroids, capacity > 0)
+            cand, cost = nearest_centroid(xs, centroids, capacity > 0, own)
         proposes = pending & cost.isfinite()
         target = torch.where(proposes, cand, k)  # non-proposers go to a dummy receiver K that takes no one
         rank = _rank_within(target, cost, k + 1)
@@ -105,35 +105,6 @@ def _plan(rem: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]
     return receiver, quota
 
 
-def _nearest_receivers(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor,
-                       receiver: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cost of moving each token to its nearest receiver, and that receiver: (N, R) float32, (N, R) int64.
-
-    cost = ||x - c_r||^2 - ||x - c_own||^2; ||x||^2 cancels, so only ||c||^2 - 2 x.c is formed (fp32), in row
-    chunks so an (R, K) matrix is never held whole. With no receiver the cost is inf.
-    """
-    if kernel_covers(x):  # Triton: one pass like the k-means assignment (dot in x's dtype)
-        from svg2.kernels.kmeans import move_costs
-
-        return move_costs(x, labels, centroids, receiver)
-    n, r, d = x.shape
-    k = centroids.shape[1]
-    c = centroids.float()
-    c_sq = (c * c).sum(-1)  # (N, K)
-    open_sq = c_sq.masked_fill(~receiver, float("inf"))[:, None, :]  # (N, 1, K): non-receivers never nearest
-    cost = torch.empty(n, r, dtype=torch.float32, device=x.device)
-    cand = torch.empty(n, r, dtype=torch.long, device=x.device)
-    rows = max(1, _DIST_CHUNK // max(1, n * k))
-    for start in range(0, r, rows):
-        xs = x[:, start:start + rows].float()
-        lab = labels[:, start:start + rows]
-        near = torch.baddbmm(open_sq, xs, c.transpose(1, 2), alpha=-2.0).min(-1)  # over (N, rows, K)
-        own = c_sq.gather(1, lab) - 2 * (xs * c.gather(1, lab[..., None].expand(*lab.shape, d))).sum(-1)
-        cost[:, start:start + rows] = near.values - own
-        cand[:, start:start + rows] = near.indices
-    return cost, cand
-
-
 def _sort_groups(group: torch.Tensor, key: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One stable sort of (N, S) tokens by (group, key), ties by token index: the order (N, S) and the first
     sorted position of each group (N, groups). ``key`` float32 (inf allowed, no NaN)."""
@@ -153,8 +124,7 @@ def _rank_within(group: torch.Tensor, key: torch.Tensor, groups: int) -> torch.T
 
 
 def _check_multiple(multiple: int) -> None:
-    if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
-        raise ValueError(f"multiple={multiple!r}; expected a positive integer (the query tile rows)")
+    check_int("multiple", multiple, minimum=1, hint="the query tile rows")
 
 
 def _check_inputs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, multiple: int, rounds: int) -> None:
@@ -173,5 +143,4 @@ def _check_inputs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor
     if not (x.device == labels.device == centroids.device):
         raise ValueError(f"x, labels, centroids devices differ: {x.device}, {labels.device}, {centroids.device}")
     _check_multiple(multiple)
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
-        raise ValueError(f"rounds={rounds!r}; expected an integer >= 0")
+    check_int("rounds", rounds)

@@ -1,5 +1,5 @@
-"""Attention execution: dense SDPA with the fastest backend, and variable-block sparse attention over
-tensors already permuted into cluster order.
+"""Attention execution: dense SDPA with the fastest backend, and variable-block sparse attention over keys
+permuted into cluster order (queries in either order).
 
 The torch path of the sparse op loops over query clusters: each attends the gathered tokens of its kept
 key clusters with an exact softmax, so no S×S matrix is ever formed. It is the CPU execution path;
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from svg2.blocks import BlockMap
 from svg2.checks import kernel_covers
+from svg2.permute import Permutation, permute, unpermute
 
 # Fastest first; measured on the project's H200: cuDNN 207 ms vs flash 330 ms at Wan 14B 720p.
 DENSE_BACKENDS = ("cudnn", "flash", "efficient", "math")
@@ -41,26 +42,31 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: 
 
 
 def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_map: BlockMap,
-                           q_order: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention of permuted (B, H, S, D) tensors restricted to the kept (query cluster, key cluster) blocks.
+                           q_perm: Permutation | None = None) -> torch.Tensor:
+    """Attention restricted to the kept (query cluster, key cluster) blocks, on (B, H, S, D).
 
-    Query cluster i owns rows ``[sum(row_sizes[:i]), +row_sizes[i])``, key cluster j the columns
-    ``[sum(col_sizes[:j]), +col_sizes[j])``. Rows whose kept key clusters hold no token output 0.
-    ``q_order`` (B·H, S), Triton path only: q is in the original token order (permuted position p holds
-    token q_order[p]) and so is the output; the kernel gathers q and scatters the output itself.
+    k and v are in key-cluster order: key cluster j owns the columns ``[sum(col_sizes[:j]), +col_sizes[j])``.
+    Query cluster i owns the rows ``[sum(row_sizes[:i]), +row_sizes[i])`` of q in query-cluster order; with
+    ``q_perm`` q is in the original token order (permuted position p holds token ``q_perm.order[n, p]``) and so is
+    the output. Rows whose kept key clusters hold no token output 0.
+
+    The one place that chooses the execution: CUDA tensors the Triton kernel covers go to it (it reads q and writes
+    the output through the query order itself, and does not check that the sizes sum to S: reading them back would
+    synchronise); everything else takes the torch path (permute q, loop over query clusters, un-permute).
     """
-    b, h = q.shape[:2]
+    b, h, s, d = q.shape
     if tuple(block_map.keep.shape[:2]) != (b, h):
         raise ValueError(f"block map is for (B, H)={tuple(block_map.keep.shape[:2])}; q has {(b, h)}")
     if all(kernel_covers(t) for t in (q, k, v)):
-        # Triton kernel; it does not check that the sizes sum to S (reading them back would synchronise).
         from svg2.kernels.varblock import varblock_attention
 
-        return varblock_attention(q, k, v, block_map.keep, block_map.row_sizes, block_map.col_sizes, q_order=q_order)
-    if q_order is not None:
-        raise ValueError("q_order needs the Triton kernel (CUDA tensors, svg2.checks.kernel_covers); "
-                         "permute q before the torch path")
-    return _block_sparse_torch(q, k, v, block_map)
+        return varblock_attention(q, k, v, block_map.keep, block_map.row_sizes, block_map.col_sizes,
+                                  q_order=q_perm.order if q_perm is not None else None)
+    if q_perm is None:
+        return _block_sparse_torch(q, k, v, block_map)
+    qp = permute(q.reshape(b * h, s, d), q_perm).reshape(b, h, s, d)
+    out = _block_sparse_torch(qp, k, v, block_map)
+    return unpermute(out.reshape(b * h, s, d), q_perm).reshape(b, h, s, d)
 
 
 def _block_sparse_torch(q, k, v, block_map: BlockMap) -> torch.Tensor:

@@ -33,15 +33,26 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} has {bad} non-finite values (NaN or inf); clustering needs finite inputs")
 
 
+def check_int(name: str, value, *, minimum: int = 0, maximum: int | None = None, hint: str = "") -> int:
+    """An integer (not a bool) in [minimum, maximum]; returns it. ``hint`` says what the value means."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and
+                                                                                     value > maximum):
+        expected = (f"an integer in [{minimum}, {maximum}]" if maximum is not None
+                    else "a positive integer" if minimum == 1 else f"an integer >= {minimum}")
+        raise ValueError(f"{name}={value!r}; expected {expected}" + (f" ({hint})" if hint else ""))
+    return value
+
+
 def check_clusters(name: str, num_clusters: int, seq_len: int) -> None:
-    if not isinstance(num_clusters, int) or isinstance(num_clusters, bool) or num_clusters < 1:
-        raise ValueError(f"{name}={num_clusters!r}; expected a positive integer")
+    check_int(name, num_clusters, minimum=1)
     if num_clusters > seq_len:
         raise ValueError(f"{name}={num_clusters} exceeds the sequence length S={seq_len}; expected {name} <= S")
 
 
 def check_fraction(name: str, value: float, *, allow_zero: bool = False) -> None:
     """top_p must lie in (0, 1]; ratios such as min_kc_ratio in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} is a {type(value).__name__}; expected a number")
     ok = (0.0 <= value <= 1.0) if allow_zero else (0.0 < value <= 1.0)
     if not ok:
         rng = "[0, 1]" if allow_zero else "(0, 1]"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from svg2.checks import check_clusters, kernel_covers
+from svg2.checks import check_clusters, check_int, kernel_covers
 
 # Elements of the (rows, K) distance block computed at once; bounds the torch path's memory.
 _DIST_CHUNK = 1 << 24
@@ -24,27 +24,46 @@ class KMeansResult:
     iters: int               # Lloyd iterations run
 
 
-def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Nearest centroid of every token: (N, S, D), (N, K, D) -> (N, S) int64.
+def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor, is_open: torch.Tensor | None = None,
+                     labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Nearest centroid of every token, x (N, R, D), centroids (N, K, D): (N, R) int64 index, and with
+    ``is_open`` (N, K) bool + ``labels`` (N, R) the nearest *open* centroid and the cost of moving there,
+    ``d(x, c_open) - d(x, c_own)`` (N, R) float32 (inf where none is open); else cost is None.
 
-    ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 and ||x||^2 does not change the argmin, so only
-    ||c||^2 - 2 x.c is formed, in row chunks so an (S, K) matrix is never held whole.
+    ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 and ||x||^2 moves neither the argmin nor the cost, so only
+    ||c||^2 - 2 x.c is formed, in row chunks so an (R, K) matrix is never held whole. CUDA tensors go to the
+    Triton pass of ``svg2.kernels.kmeans`` (one kernel for both modes; its dot runs in x's dtype).
     """
+    move = is_open is not None
     if kernel_covers(x):
-        from svg2.kernels.kmeans import assign_nearest
+        from svg2.kernels.kmeans import assign_nearest, move_costs
 
-        return assign_nearest(x, centroids)
-    n, s, _ = x.shape
+        if move:
+            cost, index = move_costs(x, labels, centroids, is_open)
+            return index, cost
+        return assign_nearest(x, centroids), None
+    n, r, d = x.shape
     k = centroids.shape[1]
     c = centroids.float()
     c_sq = (c * c).sum(-1)  # (N, K)
+    bias = (c_sq.masked_fill(~is_open, float("inf")) if move else c_sq)[:, None, :]  # closed: never nearest
+    index = torch.empty(n, r, dtype=torch.long, device=x.device)
+    cost = torch.empty(n, r, dtype=torch.float32, device=x.device) if move else None
     rows = max(1, _DIST_CHUNK // max(1, n * k))
-    labels = torch.empty(n, s, dtype=torch.long, device=x.device)
-    for start in range(0, s, rows):
+    for start in range(0, r, rows):
         xs = x[:, start:start + rows].float()
-        dist = torch.baddbmm(c_sq[:, None, :], xs, c.transpose(1, 2), alpha=-2.0)  # (N, rows, K)
-        labels[:, start:start + rows] = dist.argmin(-1)
-    return labels
+        near = torch.baddbmm(bias, xs, c.transpose(1, 2), alpha=-2.0).min(-1)  # over (N, rows, K)
+        index[:, start:start + rows] = near.indices
+        if move:
+            lab = labels[:, start:start + rows]
+            own = c_sq.gather(1, lab) - 2 * (xs * c.gather(1, lab[..., None].expand(*lab.shape, d))).sum(-1)
+            cost[:, start:start + rows] = near.values - own
+    return index, cost
+
+
+def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Nearest centroid of every token: (N, S, D), (N, K, D) -> (N, S) int64."""
+    return nearest_centroid(x, centroids)[0]
 
 
 def cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +135,7 @@ def kmeans(
         raise ValueError(f"x has {x.dim()} dims (shape {tuple(x.shape)}); expected (N, S, D)")
     n, s, d = x.shape
     check_clusters("k", k, s)
-    if not isinstance(iters, int) or iters < 0:
-        raise ValueError(f"iters={iters!r}; expected an integer >= 0")
+    check_int("iters", iters)
     if centroids is None:
         c = init_centroids(x, k, init, seed)
     else:

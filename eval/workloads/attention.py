@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from eval.clock import Clock, median_ms
 from eval.metrics import SHAPES, cosine_error, relative_l2
 from eval.results import atomic_write, stable_key
+from eval.workloads.base import Job, prompt_items
 from eval.workloads.common import ratio, summarise_calls
 from svg2.attention import dense_attention
-from svg2.methods import DenseMethod
+from svg2.methods import METHODS, REFERENCE
+from svg2.timing import Clock, median_ms
 
 
 @dataclass
@@ -29,7 +31,7 @@ class Captured:
     v: torch.Tensor
 
 
-class CaptureMethod(DenseMethod):
+class CaptureMethod(METHODS[REFERENCE]):
     """Dense attention that keeps the inputs of the chosen (layer, step, branch) calls."""
 
     def __init__(self, layers, steps, branches):
@@ -79,15 +81,32 @@ class AttentionWorkload:
         if self.shape is not None and self.shape not in SHAPES:
             raise ValueError(f"workload.shape={self.shape!r}; expected one of {sorted(SHAPES)} or null")
 
+    @property
+    def needs_model(self) -> bool:
+        return self.source == "model"
+
     def items(self) -> list[tuple[str, int]]:
         if self.source == "synthetic":
             size = self.shape or f"{self.heads}x{'x'.join(map(str, self.grid))}x{self.head_dim}"
-            return [(f"synthetic:{size}", int(s))
-                    for s in self.seeds]
-        prompts = list(self.prompts)[: self.num_prompts] if self.num_prompts else list(self.prompts)
-        if not prompts:
-            raise ValueError("workload has no prompts; set model.prompts or workload.prompts")
-        return [(p, int(s)) for p in prompts for s in self.seeds]
+            return prompt_items([f"synthetic:{size}"], None, self.seeds)
+        return prompt_items(self.prompts, self.num_prompts, self.seeds)
+
+    def geometry(self, model) -> dict:
+        if self.source == "model":
+            return model.geometry(self.frames, self.height, self.width)
+        heads, grid, head_dim = self._synthetic_shape()
+        return dict(tokens=math.prod(grid), grid=tuple(grid), heads=heads, head_dim=head_dim)
+
+    def _synthetic_shape(self) -> tuple[int, tuple, int]:
+        if self.shape is not None:
+            s = SHAPES[self.shape]
+            return s.heads, tuple(s.grid), s.head_dim
+        return self.heads, tuple(self.grid), self.head_dim
+
+    def run(self, job: Job) -> dict:
+        calls = (self.synthetic_calls(job.seed, job.device) if self.source == "synthetic"
+                 else self.captured_calls(job.pipe, job.model, job.prompt, job.seed, job.device, job.cache / "attention"))
+        return run_attention_item(self, calls, job.method, job.device)
 
     def identity(self) -> dict:
         keep = ("source", "layers", "capture_steps", "branches", "steps", "height", "width", "frames",
@@ -97,11 +116,7 @@ class AttentionWorkload:
     def synthetic_calls(self, seed: int, device: str) -> list[Captured]:
         from eval.synthetic import structured_qkv
 
-        if self.shape is not None:
-            s = SHAPES[self.shape]
-            heads, grid, head_dim = s.heads, s.grid, s.head_dim
-        else:
-            heads, grid, head_dim = self.heads, tuple(self.grid), self.head_dim
+        heads, grid, head_dim = self._synthetic_shape()
         calls = []
         for i, step in enumerate(self.capture_steps):
             q, k, v = structured_qkv(heads, grid, head_dim, scale=self.scale, centres=self.centres, seed=seed,

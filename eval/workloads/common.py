@@ -11,7 +11,7 @@ def summarise_calls(rows: list[dict]) -> dict:
     iterations and milliseconds per stage (``attn_ms`` their sum)."""
     if not rows:
         return {"calls": 0}
-    sparse = [r for r in rows if not r["dense"]]
+    sparse = [r for r in rows if not r["ran_dense"]]
     out = {"calls": len(rows), "sparse_calls": len(sparse),
            "density": sum(r["density"] for r in rows) / len(rows),
            "sparse_density": sum(r["density"] for r in sparse) / len(sparse) if sparse else None,

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
-from eval.clock import Clock, ForwardTimer
 from eval.metrics import available_nets, flops_from_stats, video_metrics
-from eval.models import ModelConfig, flops_shape
+from eval.models import ModelConfig
 from eval.results import atomic_write, stable_key
+from eval.workloads.base import Job, prompt_items
 from eval.workloads.common import ratio, summarise_calls
+from svg2.methods import reference_method
+from svg2.timing import Clock, ForwardTimer
 
 
 @dataclass
@@ -37,23 +39,55 @@ class VideoWorkload:
     gif_max_height: int = 128
     name: str = "video"
 
+    needs_model = True
+
     def items(self) -> list[tuple[str, int]]:
-        prompts = list(self.prompts)[: self.num_prompts] if self.num_prompts else list(self.prompts)
-        if not prompts:
-            raise ValueError("workload has no prompts; set model.prompts or workload.prompts")
-        return [(p, int(s)) for p in prompts for s in self.seeds]
+        return prompt_items(self.prompts, self.num_prompts, self.seeds)
 
     def identity(self) -> dict:
         return dict(name=self.name, steps=self.steps, height=self.height, width=self.width, frames=self.frames,
                     guidance_scale=self.guidance_scale)
 
+    def geometry(self, model: ModelConfig) -> dict:
+        return model.geometry(self.frames, self.height, self.width)
+
+    def run(self, job: Job) -> dict:
+        """One row's measurements: dense and the method from the same prompt and seed, scored and timed."""
+        refs = DenseReferences.at(job.cache / "references")
+        dense, ref_frames = refs.get(self, job.pipe, job.model, job.prompt, job.seed, job.device,
+                                     need_timing=job.metrics.time_dense)
+        # the reference's row is the reference generation itself (same process, same timing)
+        gen = dense if job.method.is_reference and dense is not None else self.generate(
+            job.pipe, job.method, job.model, job.prompt, job.seed, job.device)
+        nets = available_nets() if job.metrics.lpips == "auto" else tuple(job.metrics.lpips)
+        row = video_metrics(ref_frames, gen.frames, nets)
+        calls = summarise_calls(gen.calls)
+        shape = job.model.shape(self.frames, self.height, self.width, self.steps, self.guidance_scale)
+        flops = flops_from_stats(shape, [c["density"] for c in gen.calls]) if gen.calls else {}
+        row.update(calls)
+        row.update(flops=flops.get("flops"), flops_dense=flops.get("flops_dense"),
+                   flops_ratio=flops.get("flops_ratio"), tokens=shape.video_tokens, timer=Clock(job.device).label,
+                   e2e_ms=gen.e2e_ms, step_ms=_per_step(gen.step_ms, self.steps))
+        if dense is not None:
+            dcalls = summarise_calls(dense.calls)
+            dense_step = _per_step(dense.step_ms, self.steps)
+            row.update(e2e_ms_dense=dense.e2e_ms, step_ms_dense=dense_step, attn_ms_dense=dcalls["attn_ms"],
+                       speedup_e2e=ratio(dense.e2e_ms, gen.e2e_ms), speedup_step=ratio(dense_step, row["step_ms"]),
+                       speedup_attn=ratio(dcalls["attn_ms"], calls.get("attn_ms")))
+        if self.gif:
+            path = job.artifact(".gif")
+            save_comparison_gif(path, ref_frames, gen.frames, self.gif_max_height)
+            row["gif"] = str(path)
+        row["per_call"] = gen.calls
+        return row
+
     def call_kwargs(self, model: ModelConfig, prompt: str, seed: int, device: str, steps: int) -> dict:
         kw = dict(prompt=prompt, height=self.height, width=self.width, num_frames=self.frames,
                   num_inference_steps=steps, guidance_scale=self.guidance_scale, output_type="pt",
                   generator=torch.Generator(device).manual_seed(seed), **model.call_kwargs)
-        if model.kind == "wan_i2v":
+        if model.spec.needs_image:
             if not model.image:
-                raise ValueError("model.kind=wan_i2v needs model.image=<path to the conditioning image>")
+                raise ValueError(f"model.kind={model.kind} needs model.image=<path to the conditioning image>")
             from PIL import Image
 
             kw["image"] = Image.open(model.image).convert("RGB").resize((self.width, self.height))
@@ -81,16 +115,24 @@ class VideoWorkload:
 
 class DenseReferences:
     """Dense generations cached on disk per (model, prompt, seed, steps, resolution, device type); their timing is
-    kept in memory only, so every process times dense itself on its own hardware."""
+    kept in memory only, so every process times dense itself on its own hardware. One instance per folder and
+    process (``at``), so the jobs of a multirun in one process time each reference once."""
+
+    _open: dict[str, "DenseReferences"] = {}
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.timings: dict[str, Generation] = {}
 
+    @classmethod
+    def at(cls, folder: Path) -> "DenseReferences":
+        key = str(Path(folder).expanduser().resolve())
+        if key not in cls._open:
+            cls._open[key] = cls(Path(folder))
+        return cls._open[key]
+
     def get(self, workload: VideoWorkload, pipe, model: ModelConfig, prompt: str, seed: int, device: str,
             need_timing: bool) -> tuple[Generation | None, torch.Tensor]:
-        from svg2.methods import build_method
-
         # the device type is part of the key: CPU and GPU kernels round differently
         key = stable_key(model.identity(), workload.identity(), prompt, seed, torch.device(device).type)
         path = self.folder / f"{key}.pt"
@@ -98,7 +140,7 @@ class DenseReferences:
             return self.timings[key], self.timings[key].frames
         if path.is_file() and not need_timing:
             return None, torch.load(path, weights_only=True)
-        gen = workload.generate(pipe, build_method("dense"), model, prompt, seed, device)
+        gen = workload.generate(pipe, reference_method(), model, prompt, seed, device)
         if not path.is_file():
             import io
 
@@ -107,36 +149,6 @@ class DenseReferences:
             atomic_write(path, buf.getvalue())
         self.timings[key] = gen
         return gen, gen.frames
-
-
-def run_video_item(workload: VideoWorkload, pipe, method, model: ModelConfig, prompt: str, seed: int, device: str,
-                   refs: DenseReferences, metrics_cfg, gif_path: Path | None) -> dict:
-    """One row's measurements (without the identifying columns)."""
-    dense, ref_frames = refs.get(workload, pipe, model, prompt, seed, device, need_timing=metrics_cfg.time_dense)
-    # the default dense method's row is the reference generation itself (same process, same timing)
-    is_reference = method.name == "dense" and method.config.dense_backend == "auto" and dense is not None
-    gen = dense if is_reference else workload.generate(pipe, method, model, prompt, seed, device)
-    nets = available_nets() if metrics_cfg.lpips == "auto" else tuple(metrics_cfg.lpips)
-    row = video_metrics(ref_frames, gen.frames, nets)
-    calls = summarise_calls(gen.calls)
-    shape = flops_shape(model, pipe, workload.height, workload.width, gen.frames.shape[0], workload.steps,
-                        workload.guidance_scale)  # the frames generated: pipelines round the request
-    flops = flops_from_stats(shape, [c["density"] for c in gen.calls]) if gen.calls else {}
-    row.update(calls)
-    row.update(flops=flops.get("flops"), flops_dense=flops.get("flops_dense"), flops_ratio=flops.get("flops_ratio"),
-               tokens=shape.video_tokens, timer=Clock(device).label, e2e_ms=gen.e2e_ms,
-               step_ms=_per_step(gen.step_ms, workload.steps))
-    if dense is not None:
-        dcalls = summarise_calls(dense.calls)
-        dense_step = _per_step(dense.step_ms, workload.steps)
-        row.update(e2e_ms_dense=dense.e2e_ms, step_ms_dense=dense_step, attn_ms_dense=dcalls["attn_ms"],
-                   speedup_e2e=ratio(dense.e2e_ms, gen.e2e_ms), speedup_step=ratio(dense_step, row["step_ms"]),
-                   speedup_attn=ratio(dcalls["attn_ms"], calls.get("attn_ms")))
-    if gif_path is not None:
-        save_comparison_gif(gif_path, ref_frames, gen.frames, workload.gif_max_height)
-        row["gif"] = str(gif_path)
-    row["per_call"] = gen.calls
-    return row
 
 
 def _per_step(forward_ms: list, steps: int):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from svg2.diffusers.models import ModelSpec, model_spec
+from svg2.diffusers.spec import ModelSpec, transformer_spec
 from svg2.methods.base import AttentionMethod
 
 _ROUTE: contextvars.ContextVar = contextvars.ContextVar("svg2_attention_route", default=None)
@@ -207,7 +207,7 @@ def apply(pipe_or_transformer, method: AttentionMethod) -> None:
             raise RuntimeError(f"{type(t).__name__} already has sparse attention installed; call remove() first")
     sessions, layer = [], 0
     for t in transformers:
-        spec = model_spec(t)
+        spec = transformer_spec(t)
         session = Session(method, spec)
         modules = spec.self_attention(t)
         originals = [m.processor for m in modules]

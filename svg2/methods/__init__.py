@@ -1,25 +1,24 @@
-"""Attention methods behind one interface: ``method(q, k, v, layer=, branch=, step=, grid=) -> out``."""
+"""Attention methods behind one interface: ``method(q, k, v, layer=, branch=, step=, grid=) -> out``.
+
+Every module of this package that defines a method registers it (``@register_method``) and is imported here, so
+adding ``svg2/methods/<name>.py`` is enough for ``build_method('<name>')``.
+"""
 from __future__ import annotations
 
-from svg2.methods.base import AttentionMethod, AttentionState, CallStats, DenseMethod, MethodConfig, Plan, execute_plan
-from svg2.methods.positional import PositionalConfig, PositionalMethod
-from svg2.methods.svg2 import SVG2_PRESETS, SVG2Config, SVG2Method, svg2_preset
+import importlib
+import pkgutil
 
-METHODS: dict[str, type[AttentionMethod]] = {m.name: m for m in (DenseMethod, PositionalMethod, SVG2Method)}
+from svg2.methods.base import AttentionMethod, AttentionState, CallStats, LayerState, MethodConfig
+from svg2.methods.registry import METHODS, REFERENCE, build_method, method_class, reference_method, register_method
 
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
-def build_method(name: str, **config) -> AttentionMethod:
-    """``build_method('svg2', top_p=0.95)``; unknown names and fields get errors listing the valid ones."""
-    if name not in METHODS:
-        raise ValueError(f"method={name!r}; expected one of {sorted(METHODS)}")
-    cls = METHODS[name]
-    fields = cls.Config.__dataclass_fields__
-    unknown = sorted(set(config) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown {name} config fields {unknown}; expected some of {sorted(fields)}")
-    return cls(**config)
+from svg2.methods.dense import DenseMethod  # noqa: E402
+from svg2.methods.positional import PositionalConfig, PositionalMethod  # noqa: E402
+from svg2.methods.svg2 import SVG2_PRESETS, SVG2Config, SVG2Method, svg2_preset  # noqa: E402
 
-
-__all__ = ["AttentionMethod", "AttentionState", "CallStats", "DenseMethod", "MethodConfig", "Plan", "execute_plan",
-           "PositionalConfig", "PositionalMethod", "SVG2Config", "SVG2Method", "SVG2_PRESETS", "svg2_preset",
-           "METHODS", "build_method"]
+__all__ = ["AttentionMethod", "AttentionState", "CallStats", "DenseMethod", "LayerState", "METHODS", "MethodConfig",
+           "PositionalConfig", "PositionalMethod", "REFERENCE", "SVG2Config", "SVG2Method", "SVG2_PRESETS",
+           "build_method", "method_class", "reference_method", "register_method", "svg2_preset"]

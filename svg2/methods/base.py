@@ -9,25 +9,41 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from svg2.attention import block_sparse_attention
-from svg2.blocks import BlockMap
-from svg2.checks import check_finite, check_qkv, is_capturing, kernel_covers
+from svg2.checks import check_finite, check_int, check_qkv, is_capturing
 from svg2.methods.joint import check_joint, extend_plan, masked_dense_attention
-from svg2.permute import Permutation, permute, unpermute
+from svg2.plan import Plan, execute_plan
 from svg2.timing import StageTimer
 
 
 @dataclass
 class MethodConfig:
+    """What every method shares: the dense warm-up and how calls run. A method's config subclasses it; the
+    dataclass is the only source of its defaults (the harness's Hydra schema is generated from it)."""
+
+    method: ClassVar[str] = ""                  # the registered method's name (set by register_method)
+    budget_fields: ClassVar[tuple[str, ...]] = ()  # knobs that move a config along its budget curve
+
     dense_steps: float = 0      # first denoising steps run dense: a count, or a fraction (< 1) of num_steps
     dense_layers: int = 0       # first layers run dense
     dense_backend: str = "auto"  # SDPA backend for dense calls; 'auto' = fastest available
     check_finite: bool = True   # reject NaN/inf inputs (synchronises; skipped during CUDA graph capture)
     profile: bool = True        # per-stage timings in the call statistics
+
+    def family(self) -> str:
+        """The structural knobs that tell this config's budget curve from the method's others ('' if none)."""
+        return ""
+
+    def budget_label(self) -> str:
+        """The budget part of the label ('' for methods without one)."""
+        return ""
+
+    def label(self) -> str:
+        """Short label for tables and plots, e.g. 'svg2 QC16/KC64 p0.9'."""
+        return " ".join(p for p in (self.method, self.family(), self.budget_label()) if p)
 
 
 @dataclass
@@ -50,22 +66,12 @@ class AttentionState:
 
 
 @dataclass
-class Plan:
-    """Steps 1-3 of a call: token permutations (None = identity) and the block map."""
-
-    block_map: BlockMap
-    q_perm: Permutation | None = None
-    k_perm: Permutation | None = None
-    kmeans_iters: int = 0
-
-
-@dataclass
 class CallStats:
     method: str
     layer: int
     branch: int
     step: int
-    dense: bool
+    ran_dense: bool               # the call ran dense attention (a dense method, or the warm-up steps and layers)
     density: Any                  # float, or a device tensor resolved by as_row (no sync at call time)
     kmeans_iters: int
     timer: StageTimer | None = None
@@ -74,7 +80,7 @@ class CallStats:
         density = self.density
         if isinstance(density, torch.Tensor):
             density = float(density.double().mean())
-        row = {k: getattr(self, k) for k in ("method", "layer", "branch", "step", "dense", "kmeans_iters")}
+        row = {k: getattr(self, k) for k in ("method", "layer", "branch", "step", "ran_dense", "kmeans_iters")}
         row["density"] = density
         for name, ms in (self.timer.resolve() if self.timer else {}).items():
             row[f"ms_{name}"] = ms
@@ -82,10 +88,15 @@ class CallStats:
 
 
 class AttentionMethod:
-    """``method(q, k, v, layer=, branch=, step=, grid=) -> out`` on (B, H, S, D), with per-call stats."""
+    """``method(q, k, v, layer=, branch=, step=, grid=) -> out`` on (B, H, S, D), with per-call stats.
 
-    name = "base"
-    Config = MethodConfig
+    A method module subclasses this, names it, gives it a Config dataclass and a ``plan``, and registers it
+    (``@register_method``); ``order`` places it in tables (the reference first).
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type] = MethodConfig
+    order: ClassVar[int] = 100
 
     def __init__(self, config: MethodConfig | None = None, **overrides):
         if config is None:
@@ -100,10 +111,20 @@ class AttentionMethod:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
 
+    @property
+    def is_reference(self) -> bool:
+        """True for the dense reference itself (its generation is the one every row is scored against)."""
+        return False
+
     def validate_config(self) -> None:
+        """Static checks when the config is built; errors name the value and what was expected."""
         c = self.config
-        if c.dense_steps < 0 or c.dense_layers < 0:
-            raise ValueError(f"dense_steps={c.dense_steps!r}, dense_layers={c.dense_layers!r}; expected >= 0")
+        if isinstance(c.dense_steps, bool) or not isinstance(c.dense_steps, (int, float)) or c.dense_steps < 0:
+            raise ValueError(f"dense_steps={c.dense_steps!r}; expected a step count or a fraction of the steps, >= 0")
+        check_int("dense_layers", c.dense_layers)
+
+    def check_shape(self, *, tokens: int, grid: tuple[int, int, int] | None, heads: int, head_dim: int) -> None:
+        """Shape checks a harness runs once the model's config is read, before any weights load."""
 
     def reset(self, num_steps: int | None = None) -> None:
         """Start a new generation: drop centroid caches, step counter and statistics."""
@@ -141,7 +162,7 @@ class AttentionMethod:
         if self.runs_dense(layer, step):
             with timer.stage("attend"):
                 out = masked_dense_attention(q, k, v, key_mask, self.config.dense_backend)
-            density, iters, dense = 1.0, 0, True
+            density, iters, ran_dense = 1.0, 0, True
         else:
             part = tuple(t[:, :, video] for t in (q, k, v)) if joint else (q, k, v)
             if self.config.check_finite and not capturing:
@@ -152,40 +173,9 @@ class AttentionMethod:
                 with timer.stage("select"):
                     plan = extend_plan(plan, b, h, s, video, key_mask)
             out = execute_plan(q, k, v, plan, timer)
-            density, iters, dense = plan.block_map.density(), plan.kmeans_iters, False
-        self.stats.append(CallStats(self.name, layer, branch, step, dense, density, iters, timer))
+            density, iters, ran_dense = plan.block_map.density(), plan.kmeans_iters, False
+        self.stats.append(CallStats(self.name, layer, branch, step, ran_dense, density, iters, timer))
         return out
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer: StageTimer) -> Plan:
         raise NotImplementedError
-
-
-def execute_plan(q, k, v, plan: Plan, timer: StageTimer) -> torch.Tensor:
-    """Permute → variable-block sparse attention → un-permute the output (values follow the keys).
-
-    On the Triton path only k and v are permuted: the kernel reads q and writes the output through the
-    query order (one gather per query tile), so q's permuted copy and the output's inverse pass are skipped.
-    """
-    b, h, s, d = q.shape
-    flat = [t.reshape(b * h, s, d) for t in (q, k, v)]
-    on_kernel = all(kernel_covers(t) for t in flat)
-    with timer.stage("permute"):
-        kp, vp = ((permute(t, plan.k_perm) for t in flat[1:]) if plan.k_perm is not None else flat[1:])
-        qp = flat[0] if on_kernel or plan.q_perm is None else permute(flat[0], plan.q_perm)
-    q_order = plan.q_perm.order if on_kernel and plan.q_perm is not None else None
-    with timer.stage("attend"):
-        out = block_sparse_attention(*(t.reshape(b, h, s, d) for t in (qp, kp, vp)), plan.block_map, q_order=q_order)
-    if not on_kernel:
-        with timer.stage("unpermute"):
-            if plan.q_perm is not None:
-                out = unpermute(out.reshape(b * h, s, d), plan.q_perm).reshape(b, h, s, d)
-    return out
-
-
-class DenseMethod(AttentionMethod):
-    """Full attention with the fastest SDPA backend: the quality and speed baseline."""
-
-    name = "dense"
-
-    def runs_dense(self, layer: int, step: int) -> bool:
-        return True

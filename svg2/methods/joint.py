@@ -16,6 +16,7 @@ from svg2.attention import dense_attention
 from svg2.blocks import BlockMap
 from svg2.checks import is_capturing
 from svg2.permute import Permutation, permutation_from_order
+from svg2.plan import Plan
 
 
 def check_joint(video: slice | None, key_mask: torch.Tensor | None, b: int, s: int) -> slice:
@@ -39,10 +40,8 @@ def masked_dense_attention(q, k, v, key_mask: torch.Tensor | None, backend: str)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
 
 
-def extend_plan(plan, b: int, h: int, s: int, video: slice, key_mask: torch.Tensor | None):
+def extend_plan(plan: Plan, b: int, h: int, s: int, video: slice, key_mask: torch.Tensor | None):
     """A plan over the S_v video tokens -> a plan over all S tokens (see the module docstring)."""
-    from svg2.methods.base import Plan
-
     n, device = b * h, plan.block_map.keep.device
     start, stop = video.start, video.stop
     sv = stop - start

@@ -9,15 +9,21 @@ from dataclasses import dataclass
 import torch
 
 from svg2.blocks import BlockMap, centroid_scores, segment_means, select_blocks
-from svg2.methods.base import AttentionMethod, LayerState, Plan
+from svg2.checks import check_int
+from svg2.methods.base import AttentionMethod, LayerState
+from svg2.methods.registry import register_method
 from svg2.methods.selection import BudgetConfig
 from svg2.permute import permutation_from_labels
+from svg2.plan import Plan
 
 
 @dataclass
 class PositionalConfig(BudgetConfig):
     block_size: int = 128                 # tokens per block (without tiling)
     tile: tuple[int, int, int] | None = None  # (t, h, w) tile of the latent grid; needs grid at call time
+
+    def family(self) -> str:
+        return f"tile{tuple(self.tile)}" if self.tile else f"b{self.block_size}"
 
 
 def tile_labels(grid: tuple[int, int, int], tile: tuple[int, int, int], device=None) -> tuple[torch.Tensor, int]:
@@ -32,20 +38,27 @@ def tile_labels(grid: tuple[int, int, int], tile: tuple[int, int, int], device=N
     return labels.reshape(-1), nt * nh * nw
 
 
+@register_method
 class PositionalMethod(AttentionMethod):
     name = "positional"
     Config = PositionalConfig
+    order = 10
 
     def validate_config(self) -> None:
         super().validate_config()
         c = self.config
         c.check_budget()
-        if c.tile is None and (not isinstance(c.block_size, int) or c.block_size < 1):
-            raise ValueError(f"block_size={c.block_size!r}; expected a positive integer")
-        if c.tile is not None:
+        if c.tile is None:
+            check_int("block_size", c.block_size, minimum=1)
+        else:
             c.tile = tuple(c.tile)
-            if len(c.tile) != 3 or any(not isinstance(x, int) or x < 1 for x in c.tile):
+            if len(c.tile) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in c.tile):
                 raise ValueError(f"tile={c.tile!r}; expected three positive integers (t, h, w)")
+
+    def check_shape(self, *, tokens, grid, heads, head_dim) -> None:
+        if self.config.tile is not None and grid is None:
+            raise ValueError(f"positional tile={self.config.tile} needs the latent grid (frames, h, w); this model "
+                             "reports none")
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape

@@ -8,11 +8,13 @@ import torch
 
 from svg2.align import align_cluster_sizes
 from svg2.blocks import BlockMap, centroid_scores, cluster_mass, key_cluster_layout, select_by_mass
-from svg2.checks import check_clusters
+from svg2.checks import check_clusters, check_int
 from svg2.kmeans import kmeans
-from svg2.methods.base import AttentionMethod, LayerState, Plan
+from svg2.methods.base import AttentionMethod, LayerState
+from svg2.methods.registry import register_method
 from svg2.methods.selection import BudgetConfig
 from svg2.permute import permutation_from_labels
+from svg2.plan import Plan
 
 
 @dataclass
@@ -25,6 +27,10 @@ class SVG2Config(BudgetConfig):
     seed: int = 0
     align_q_tile: int = 0         # > 0: move a few boundary queries so query cluster sizes become multiples of
     #                               this (64 = the Triton kernel's query tile); 0 = plain k-means labels (upstream)
+
+    def family(self) -> str:
+        return f"QC{self.num_q_clusters}/KC{self.num_k_clusters}" + (f" align{self.align_q_tile}"
+                                                                     if self.align_q_tile else "")
 
 
 # Upstream settings (Sparse VideoGen2 release): QC by resolution, KC 1000, top_p 0.9, min_kc_ratio 0.1,
@@ -44,22 +50,27 @@ def svg2_preset(name: str, **overrides) -> SVG2Config:
     return SVG2Config(**{**_UPSTREAM, **SVG2_PRESETS[name], **overrides})
 
 
+@register_method
 class SVG2Method(AttentionMethod):
     name = "svg2"
     Config = SVG2Config
+    order = 20
 
     def validate_config(self) -> None:
         super().validate_config()
         c = self.config
         c.check_budget()
-        for field in ("kmeans_iters_first", "kmeans_iters_step"):
-            if not isinstance(getattr(c, field), int) or getattr(c, field) < 0:
-                raise ValueError(f"{field}={getattr(c, field)!r}; expected an integer >= 0")
-        if not isinstance(c.align_q_tile, int) or isinstance(c.align_q_tile, bool) or c.align_q_tile < 0:
-            raise ValueError(f"align_q_tile={c.align_q_tile!r}; expected an integer >= 0 (0 = off, 64 = the kernel's "
-                             "query tile)")
+        check_int("num_q_clusters", c.num_q_clusters, minimum=1)
+        check_int("num_k_clusters", c.num_k_clusters, minimum=1)
+        check_int("kmeans_iters_first", c.kmeans_iters_first)
+        check_int("kmeans_iters_step", c.kmeans_iters_step)
+        check_int("align_q_tile", c.align_q_tile, hint="0 = off, 64 = the kernel's query tile")
         if c.kmeans_init not in ("random", "kmeans++"):
             raise ValueError(f"kmeans_init={c.kmeans_init!r}; expected 'random' or 'kmeans++'")
+
+    def check_shape(self, *, tokens, grid, heads, head_dim) -> None:
+        check_clusters("num_q_clusters", self.config.num_q_clusters, tokens)
+        check_clusters("num_k_clusters", self.config.num_k_clusters, tokens)
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape

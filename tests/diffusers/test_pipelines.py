@@ -3,7 +3,7 @@ attention installed into them."""
 import pytest
 import torch
 
-from svg2.diffusers import SparseProcessor, apply, expected_files, load_pipeline, model_spec, remove
+from svg2.diffusers import SparseProcessor, apply, expected_files, load_pipeline, remove, transformer_spec
 from svg2.methods import build_method
 
 from tinypipes import KINDS, generate
@@ -30,7 +30,7 @@ def test_full_density_reproduces_stock_processor(tiny, stock, kind, method, conf
         remove(pipe)
     assert out.shape == stock[kind].shape and out.shape[1] == 9  # (B, frames, C, H, W)
     torch.testing.assert_close(out, stock[kind], atol=1e-4, rtol=0)
-    layers = len(model_spec(pipe.transformer).self_attention(pipe.transformer))
+    layers = len(transformer_spec(pipe.transformer).self_attention(pipe.transformer))
     branches = 2 if kind.startswith("wan") else 1  # Wan runs CFG as two calls; the others one
     assert len(m.stats) == 2 * layers * branches
     assert all(s.as_row()["density"] == pytest.approx(1.0) for s in m.stats if kind != "hunyuan")
@@ -39,7 +39,7 @@ def test_full_density_reproduces_stock_processor(tiny, stock, kind, method, conf
 @pytest.mark.parametrize("kind", KINDS)
 def test_sparse_changes_output_and_remove_restores(tiny, stock, kind):
     pipe = tiny(kind)
-    attn = model_spec(pipe.transformer).self_attention(pipe.transformer)
+    attn = transformer_spec(pipe.transformer).self_attention(pipe.transformer)
     originals = [a.processor for a in attn]
     m = build_method("svg2", **TINY_SVG2, top_p=0.3, min_kc_ratio=0.0)
     apply(pipe, m)
@@ -105,8 +105,8 @@ def test_dense_warmup_by_step_and_layer(tiny, dense_steps, dense_layers, expecte
         remove(pipe)
     rows = [s.as_row() for s in m.stats]
     assert sorted({r["step"] for r in rows}) == [0, 1, 2, 3]
-    assert all(r["dense"] == expected(r["step"], r["layer"]) for r in rows)
-    assert all((r["density"] == 1.0) == r["dense"] for r in rows)
+    assert all(r["ran_dense"] == expected(r["step"], r["layer"]) for r in rows)
+    assert all((r["density"] == 1.0) == r["ran_dense"] for r in rows)
 
 
 @pytest.mark.parametrize("kind", KINDS)

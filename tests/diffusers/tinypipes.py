@@ -1,7 +1,7 @@
 """Helpers shared by the diffusers tests: short generations with the tiny pipelines."""
 import torch
 
-from svg2.diffusers import TINY_CALL
+from svg2.diffusers import model_spec
 
 KINDS = ("wan_t2v", "wan_i2v", "hunyuan", "cogvideox")
 PROMPT = "a red circle moving left over a striped background"
@@ -11,7 +11,7 @@ def call_args(pipe, kind, steps=2, seed=0):
     """Arguments of a short generation. Wan I2V's prompt cleaning needs ftfy (not installed here), so it
     gets prompt embeddings from the Wan T2V encoder, which shares its tokenizer and text encoder."""
     kw = dict(num_inference_steps=steps, output_type="pt", generator=torch.Generator().manual_seed(seed),
-              **TINY_CALL[kind])
+              **model_spec(kind).tiny_call)
     if kind == "wan_i2v":
         import PIL.Image
         from diffusers import WanPipeline

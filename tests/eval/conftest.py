@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import eval  # noqa: F401  (registers the method schemas in Hydra's ConfigStore)
+
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 # The smallest budget that still runs every stage: one prompt, two denoising steps, no warm-up generation.

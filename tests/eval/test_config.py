@@ -1,3 +1,4 @@
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -5,8 +6,8 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from eval.config import build, method_configs
 from eval.models import ModelConfig
-from eval.sweep import build, method_configs
 from svg2.methods import METHODS
 from tests.eval.conftest import CONF, compose_config
 
@@ -15,8 +16,12 @@ def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def test_every_group_has_its_options():
-    assert options("method") == ["dense", "positional", "svg2"]
+def field_names(config_cls):
+    return {f.name for f in fields(config_cls)}
+
+
+def test_every_registered_method_has_a_config_and_every_config_a_method():
+    assert options("method") == sorted(METHODS)
     assert {"default", "tiny", "wan_t2v_1.3b", "wan_t2v_14b", "wan_i2v_14b", "hunyuan", "cogvideox"} <= set(
         options("model"))
     assert {"quick", "wan_t2v_720p", "wan_i2v_720p", "hunyuan_720p"} <= set(options("sweep"))
@@ -36,37 +41,68 @@ def test_every_config_composes_and_resolves(group):
             assert isinstance(method, METHODS[m["name"]])
 
 
-def test_method_group_builds_through_build_method_with_every_field():
+def test_method_group_holds_every_dataclass_field_with_the_dataclass_defaults():
     cfg = compose_config("method=svg2", "method.top_p=0.8", "model=wan_t2v_14b", "model.path=/x")
     (m,) = method_configs(cfg)
     method = build(m)
     assert method.config.top_p == 0.8 and method.config.num_q_clusters == 300
-    assert set(m) - {"_target_", "name"} == set(type(method.config).__dataclass_fields__)
+    assert set(m) - {"_target_", "name"} == field_names(type(method.config))
+    defaults = METHODS["svg2"].Config()
+    assert m["kmeans_iters_step"] == defaults.kmeans_iters_step and m["min_kc_ratio"] == defaults.min_kc_ratio
 
 
-def test_sweep_list_entries_merge_over_the_method_group():
+def test_the_yaml_holds_no_default_of_its_own():
+    # The dataclass is the one source of defaults: a method YAML sets only _target_, name, its schema and
+    # interpolations of other groups (model sizes, the sweep's warm-up protocol).
+    for name in METHODS:
+        own = OmegaConf.load(CONF / "method" / f"{name}.yaml")
+        for key, value in OmegaConf.to_container(own, resolve=False).items():
+            if key in ("_target_", "name", "defaults"):
+                continue
+            assert isinstance(value, str) and value.startswith("${"), f"{name}.yaml sets {key}={value!r}"
+
+
+def test_bad_override_type_fails_at_compose_time_naming_the_field():
+    with pytest.raises(HydraException) as err:
+        compose_config("method=svg2", "method.top_p=abc")
+    text = f"{err.value} {err.value.__cause__}"
+    assert "method.top_p" in text and "abc" in text
+
+
+def test_unknown_method_field_is_named():
+    with pytest.raises(HydraException, match="method.num_clusters"):
+        compose_config("method=svg2", "method.num_clusters=3")
+    cfg = compose_config("method=svg2", "+method.num_clusters=3")  # forced in with +: the build names it
+    with pytest.raises(ValueError, match=r"unknown svg2 config fields \['num_clusters'\]"):
+        build(method_configs(cfg)[0])
+
+
+def test_sweep_list_entries_are_type_checked_and_merge_over_the_method_group():
     cfg = compose_config("sweep=hunyuan_720p", "model.path=/x")
     svg2 = [m for m in method_configs(cfg) if m["name"] == "svg2"]
     assert {m["num_q_clusters"] for m in svg2} == {400} and {m["top_p"] for m in svg2} == {0.9, 0.75}
     assert all(m["dense_steps"] == 0.2 and m["dense_layers"] == 1 for m in svg2)
+    bad = compose_config("sweep.methods=[{name: svg2, top_p: abc}]")
+    with pytest.raises(Exception, match="top_p"):
+        method_configs(bad)
 
 
-def test_bad_override_lists_valid_choices():
+def test_bad_method_choice_lists_valid_choices():
     with pytest.raises(HydraException) as err:
         compose_config("method=svg3")
     assert "Available options" in str(err.value)
-    assert all(name in str(err.value) for name in ("dense", "positional", "svg2"))
-
-
-def test_unknown_method_field_is_named():
-    cfg = compose_config("method=svg2", "+method.num_clusters=3")
-    with pytest.raises(ValueError, match=r"unknown svg2 config fields \['num_clusters'\]"):
-        build(method_configs(cfg)[0])
+    assert all(name in str(err.value) for name in METHODS)
 
 
 def test_real_models_need_a_path():
     cfg = compose_config("model=wan_t2v_14b")
     assert OmegaConf.is_missing(cfg.model, "path")
+
+
+def test_unknown_model_kind_names_the_known_ones():
+    cfg = compose_config("model.kind=sora")
+    with pytest.raises(ValueError, match=r"kind='sora'; expected one of \['cogvideox', 'hunyuan', 'wan_i2v'"):
+        ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
 
 
 def test_default_model_path_is_the_shipped_model_from_any_directory(tmp_path, monkeypatch):

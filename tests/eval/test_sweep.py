@@ -48,14 +48,30 @@ def test_rerun_skips_finished_rows_and_recomputes_lost_ones(quick_results, cache
         assert same == (key != lost), key
 
 
-def test_failing_row_records_error_and_sweep_goes_on(tmp_path, cache_dir):
-    methods = "[{name: svg2, num_q_clusters: 100000}, {name: dense}]"
+def test_failing_row_records_error_and_sweep_goes_on(tmp_path, cache_dir, monkeypatch):
+    from svg2.methods import SVG2Method
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(SVG2Method, "plan", out_of_memory)
+    methods = "[{name: svg2}, {name: dense}]"
     value = run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", f"sweep.methods={methods}")
     rows = {r["method"]: r for r in ResultStore(tmp_path).rows()}
-    assert rows["svg2"]["status"] == "error" and "num_q_clusters=100000" in rows["svg2"]["error"]
+    assert rows["svg2"]["status"] == "error" and "out of memory (simulated)" in rows["svg2"]["error"]
     assert rows["dense"]["status"] == "ok" and value == math.inf
     df = pd.read_csv(tmp_path / "results.csv")
     assert set(df["status"]) == {"ok", "error"}
+
+
+def test_shape_errors_stop_before_any_weights_load(tmp_path, cache_dir, monkeypatch):
+    from eval.models import ModelConfig
+
+    monkeypatch.setattr(ModelConfig, "load", lambda *a: pytest.fail("the pipeline was loaded"))
+    with pytest.raises(ValueError, match="num_q_clusters=100000 exceeds the sequence length S=48"):
+        run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", "method=svg2",
+                  "method.num_q_clusters=100000")
+    assert not (tmp_path / "rows").exists()
 
 
 def test_config_error_stops_before_any_generation(tmp_path, cache_dir):
@@ -110,7 +126,7 @@ def test_paper_preset_runs_on_a_tiny_pipeline_of_its_kind(tmp_path, cache_dir):
     # dense warm-up: first 20% of 5 steps (1 step) and layer 0 of 2 layers run dense, both CFG branches
     calls = svg2["per_call"]
     assert len(calls) == 5 * 2 * 2
-    assert [c["dense"] for c in calls] == [c["step"] < 1 or c["layer"] < 1 for c in calls]
+    assert [c["ran_dense"] for c in calls] == [c["step"] < 1 or c["layer"] < 1 for c in calls]
     assert svg2["model"] == "wan2.1-t2v-14b" and svg2["flops"] > 0
 
 
@@ -125,8 +141,7 @@ def test_reproduce_prints_markdown_and_csv(quick_results):
 
 
 def test_dense_reference_is_cached_per_model_prompt_seed_steps_and_resolution(tmp_path, monkeypatch):
-    import eval.sweep
-    from eval.workloads.video import VideoWorkload
+    from eval.workloads.video import DenseReferences, VideoWorkload
 
     cache = tmp_path / "cache"
     generated = []
@@ -135,16 +150,16 @@ def test_dense_reference_is_cached_per_model_prompt_seed_steps_and_resolution(tm
                         lambda self, pipe, method, *a: generated.append(method.name) or original(self, pipe, method, *a))
 
     def sweep(*extra):
-        monkeypatch.setattr(eval.sweep, "_REFS", {})  # a new process: nothing timed in memory
+        monkeypatch.setattr(DenseReferences, "_open", {})  # a new process: nothing timed in memory
         run_sweep(*TINY, "method=positional", "metrics.time_dense=false", f"results_dir={tmp_path / 'r'}",
                   f"cache_dir={cache}", *extra)
 
     sweep()
-    assert generated == ["dense", "positional"] and len(list((cache / "dense").glob("*.pt"))) == 1
+    assert generated == ["dense", "positional"] and len(list((cache / "references").glob("*.pt"))) == 1
     sweep("method.top_p=0.5")  # another method config: the reference comes from disk
     assert generated[2:] == ["positional"]
     sweep("workload.steps=3")  # another step count: another reference
-    assert generated[3:] == ["dense", "positional"] and len(list((cache / "dense").glob("*.pt"))) == 2
+    assert generated[3:] == ["dense", "positional"] and len(list((cache / "references").glob("*.pt"))) == 2
 
 
 @pytest.mark.parametrize("sweep,kind,extra", [

@@ -6,8 +6,10 @@ from hypothesis import strategies as st
 
 from svg2.attention import block_sparse_attention, dense_attention
 from svg2.blocks import BlockMap
-from svg2.methods import build_method, execute_plan
+from svg2.methods import build_method
 from svg2.methods.positional import tile_labels
+from svg2.permute import permutation_from_labels
+from svg2.plan import execute_plan
 from svg2.reference import block_masked_attention
 from svg2.timing import StageTimer
 
@@ -123,9 +125,16 @@ def test_dense_attention_rejects_unknown_backend():
         dense_attention(q, k, v, backend="fast")
 
 
-def test_q_order_needs_the_triton_path():
-    q = torch.randn(1, 1, 8, 16)
-    sizes = torch.tensor([[[8]]])
-    with pytest.raises(ValueError, match="q_order needs the Triton kernel"):
-        block_sparse_attention(q, q, q, BlockMap(torch.ones(1, 1, 1, 1, dtype=torch.bool), sizes, sizes),
-                               q_order=torch.arange(8)[None])
+def test_queries_in_the_original_order_on_the_torch_path():
+    # The op reads q and writes the output through the query permutation on both paths (the Triton kernel
+    # does it inside; the torch path permutes and un-permutes around its loop).
+    q, k, v = qkv(1, 2, 30, 16)
+    labels = torch.randint(0, 4, (2, 30))
+    perm = permutation_from_labels(labels, 4)
+    keep = torch.rand(1, 2, 4, 3) < 0.6
+    col = torch.tensor([[[10, 15, 5], [1, 20, 9]]])
+    bm = BlockMap(keep, perm.sizes.reshape(1, 2, 4), col)
+    qp = q.reshape(2, 30, 16).gather(1, perm.order[..., None].expand(2, 30, 16)).reshape(1, 2, 30, 16)
+    permuted = block_sparse_attention(qp, k, v, bm)
+    expected = permuted.reshape(2, 30, 16).gather(1, perm.inverse[..., None].expand(2, 30, 16)).reshape(1, 2, 30, 16)
+    assert torch.equal(block_sparse_attention(q, k, v, bm, q_perm=perm), expected)

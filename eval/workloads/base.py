@@ -1,0 +1,56 @@
+"""The protocol every workload follows, and the job it runs.
+
+A workload lists its items (prompt, seed), says what identifies its rows (``identity``), whether it needs the
+model's pipeline (``needs_model``) and the attention geometry its calls will have (``geometry``: what methods
+check before any weights load), and turns one ``Job`` into the row's measurements (``run``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from eval.models import ModelConfig
+
+
+@dataclass
+class Job:
+    """One row to compute: a method on one item of a workload."""
+
+    method: Any                 # the built svg2 AttentionMethod
+    model: ModelConfig
+    prompt: str
+    seed: int
+    device: str
+    cache: Path                 # dense references, captured Q/K/V
+    artifacts: Path             # path stem of this row's files (its comparison GIF), named after its key
+    metrics: Any                # the `metrics` config group
+    pipe: Any = None            # the loaded pipeline, when the workload needs one
+
+    def artifact(self, suffix: str) -> Path:
+        return self.artifacts.with_name(self.artifacts.name + suffix)
+
+
+class Workload(Protocol):
+    name: str
+
+    @property
+    def needs_model(self) -> bool: ...
+
+    def items(self) -> list[tuple[str, int]]: ...
+
+    def identity(self) -> dict: ...
+
+    def geometry(self, model: ModelConfig) -> dict: ...
+
+    def run(self, job: Job) -> dict: ...
+
+
+def prompt_items(prompts, num_prompts, seeds) -> list[tuple[str, int]]:
+    """(prompt, seed) of the first ``num_prompts`` prompts (all when None) times the seeds; errors on none."""
+    prompts = list(prompts)[:num_prompts] if num_prompts else list(prompts)
+    if not prompts:
+        raise ValueError("workload has no prompts; set model.prompts or workload.prompts")
+    if not list(seeds):
+        raise ValueError("workload.seeds=[]; expected at least one seed")
+    return [(p, int(s)) for p in prompts for s in seeds]
