@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -24,13 +25,17 @@ from eval.default_model.procedural import FRAMES, HEIGHT, WIDTH, sample_spec, vo
 PIXEL_PATCH = 2  # VAE patchify: 64x64 pixels -> 32x32 latents; the transformer's (1, 2, 2) patch -> 16x16 tokens
 LATENT_CHANNELS = 3 * PIXEL_PATCH ** 2
 DEFAULT_STEPS = 16
-DEFAULT_GUIDANCE = 3.0  # chosen on seeds SELECT_SEED0.. after training (training/eval.json)
+DEFAULT_GUIDANCE = 3.0  # chosen on seeds SELECT_SEED0.. after training (stage3_shift50/eval.json)
 _ID_OFFSET = 20.0  # A: SiLU(A + p) = A + p to ~1e-7 for |p| <= 1.5
 _ID_CONSTANT = 1.0e6  # K: makes the RMS norm's divisor constant to ~1e-8
+SHIPPED_MODEL = Path(__file__).parent / "model"  # the trained weights (stage 3 of MODEL_CARD.md)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class DiTConfig:
+    """The embedded model's transformer and text encoder sizes, the clip size it generates, and the procedural
+    clips it is trained on; saved as ``default_model.json`` beside ``model_index.json``."""
+
     frames: int = FRAMES
     height: int = HEIGHT
     width: int = WIDTH
@@ -52,13 +57,17 @@ class ModelConfig:
         """The procedural clip (and prompt) of ``seed`` at this model's clip size, scene and trail."""
         return sample_spec(seed, self.frames, self.height, self.width, self.scene, self.trail)
 
+    def specs(self, seed0: int, n: int) -> list:
+        """The clips of seeds ``seed0 .. seed0 + n - 1``."""
+        return [self.spec(seed0 + i) for i in range(n)]
+
     @property
     def tokens(self) -> int:
         return self.frames * (self.height // PIXEL_PATCH // 2) * (self.width // PIXEL_PATCH // 2)
 
 
-TINY = ModelConfig(frames=4, height=32, width=32, num_layers=1, ffn_dim=64, text_dim=32, text_layers=1,
-                   text_ffn_dim=64, text_tokens=16)
+TINY = DiTConfig(frames=4, height=32, width=32, num_layers=1, ffn_dim=64, text_dim=32, text_layers=1,
+                 text_ffn_dim=64, text_tokens=16)
 
 
 def build_tokenizer(max_length: int = 512):
@@ -75,7 +84,7 @@ def build_tokenizer(max_length: int = 512):
                                    model_max_length=max_length)
 
 
-def build_text_encoder(cfg: ModelConfig, vocab_size: int):
+def build_text_encoder(cfg: DiTConfig, vocab_size: int):
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(vocab_size=vocab_size, d_model=cfg.text_dim, d_kv=cfg.text_dim // cfg.text_heads,
@@ -87,7 +96,7 @@ def build_text_encoder(cfg: ModelConfig, vocab_size: int):
     return model.eval().requires_grad_(False)
 
 
-def build_transformer(cfg: ModelConfig):
+def build_transformer(cfg: DiTConfig):
     from diffusers import WanTransformer3DModel
 
     if cfg.head_dim not in (64, 128):
@@ -101,7 +110,7 @@ def build_transformer(cfg: ModelConfig):
             qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
 
 
-def build_scheduler(cfg: ModelConfig):
+def build_scheduler(cfg: DiTConfig):
     from diffusers import UniPCMultistepScheduler
 
     return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
@@ -163,7 +172,7 @@ def latent_stats(frames: torch.Tensor) -> tuple[list[float], list[float]]:
     return lat.mean((0, 2, 3, 4)).tolist(), lat.std((0, 2, 3, 4)).tolist()
 
 
-def build_pipeline(cfg: ModelConfig, transformer, latents_mean, latents_std):
+def build_pipeline(cfg: DiTConfig, transformer, latents_mean, latents_std):
     from diffusers import WanPipeline
 
     tokenizer = build_tokenizer(cfg.text_tokens)
@@ -175,10 +184,8 @@ def build_pipeline(cfg: ModelConfig, transformer, latents_mean, latents_std):
 CONFIG_FILE = "default_model.json"  # beside model_index.json: the clip size and text length the model was trained on
 
 
-def save_model(pipe, cfg: ModelConfig, model_dir) -> None:
-    """Save in diffusers format, with names that transformers 4 and 5 both load, plus the ModelConfig."""
-    from pathlib import Path
-
+def save_model(pipe, cfg: DiTConfig, model_dir) -> None:
+    """Save in diffusers format, with names that transformers 4 and 5 both load, plus the DiTConfig."""
     model_dir = Path(model_dir)
     pipe.save_pretrained(model_dir, safe_serialization=True)
     (model_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
@@ -189,16 +196,20 @@ def save_model(pipe, cfg: ModelConfig, model_dir) -> None:
         path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def load_model_config(model_dir) -> ModelConfig:
-    from pathlib import Path
-
+def load_model_config(model_dir) -> DiTConfig:
     path = Path(model_dir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; expected a default-model directory written by train.py")
-    return ModelConfig(**json.loads(path.read_text()))
+    return DiTConfig(**json.loads(path.read_text()))
 
 
-def generation_kwargs(cfg: ModelConfig, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE) -> dict:
+def encode_prompts(pipe, prompts: list[str], text_tokens: int) -> torch.Tensor:
+    """Prompt embeddings (B, text_tokens, text_dim) padded as the pipeline pads them when it generates."""
+    return pipe.encode_prompt(prompts, do_classifier_free_guidance=False, max_sequence_length=text_tokens,
+                              device=pipe.transformer.device)[0]
+
+
+def generation_kwargs(cfg: DiTConfig, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE) -> dict:
     """Keyword arguments for ``pipe(prompt, **kwargs)`` that produce a default clip of this model.
 
     WanPipeline rounds ``num_frames`` up to ``k * scale_factor_temporal + 1``; with no temporal compression

@@ -1,6 +1,6 @@
 """Does the model read a prompt attribute? Swap it and see whether the one-step prediction follows.
 
-    python -m eval.default_model.conditioning --model eval/default_model/model --clips 16
+    python -m eval.default_model.conditioning --clips 16            # the shipped model; --model DIR for another
 
 For procedural clips of held-out seeds, noise each clip to level σ and predict x0 (one transformer forward)
 twice: with its own prompt and with the subject's colour or direction word swapped (left<->right,
@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
-from eval.default_model.components import DEFAULT_GUIDANCE, DEFAULT_STEPS, pixels_to_latents
+from eval.default_model.components import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL, encode_prompts, \
+    pixels_to_latents
 from eval.default_model.detector import detect, detect_motion, parse_prompt
 from eval.default_model.evaluate import REPORT_SEED0, load_pipeline
 from eval.default_model.procedural import COLOURS, render
@@ -62,18 +64,20 @@ def swap_word(prompt: str, attribute: str) -> str:
 
 def _held_out(pipe, clips: int, seed0: int) -> tuple[torch.Tensor, list[str]]:
     """Normalised latents (on the model's device) and prompts of the procedural clips of seeds seed0, seed0 + 1, ..."""
-    cfg = pipe.default_model_config
-    specs = [cfg.spec(seed0 + i) for i in range(clips)]
+    specs = pipe.dit_config.specs(seed0, clips)
     x0 = pixels_to_latents(render(specs, pipe.transformer.device), pipe.vae.config.latents_mean,
                            pipe.vae.config.latents_std)
     return x0, [s.prompt for s in specs]
 
 
 def _encode(pipe, texts: list[str]) -> torch.Tensor:
-    """Prompt embeddings padded as in generation."""
-    return pipe.encode_prompt(texts, do_classifier_free_guidance=False,
-                              max_sequence_length=pipe.default_model_config.text_tokens,
-                              device=pipe.transformer.device)[0]
+    return encode_prompts(pipe, texts, pipe.dit_config.text_tokens)
+
+
+def _predict_x0(pipe, xt: torch.Tensor, sigma: float, text: torch.Tensor) -> torch.Tensor:
+    """The one-step x0 prediction from ``xt`` at noise level ``sigma`` (flow velocity: noise - x0)."""
+    t = torch.full((xt.shape[0],), sigma * 1000, device=xt.device)
+    return xt - sigma * pipe.transformer(xt, t, text, return_dict=False)[0]
 
 
 def _frames(pipe, latents: torch.Tensor) -> torch.Tensor:
@@ -98,11 +102,10 @@ def conditioning_check(pipe, clips: int = 16, sigmas=SIGMAS, seed0: int = REPORT
     for sigma in sigmas:
         noise = torch.randn(x0.shape, generator=gen, device=device)
         xt = (1 - sigma) * x0 + sigma * noise
-        t = torch.full((clips,), sigma * 1000, device=device)
-        base = detected(xt - sigma * pipe.transformer(xt, t, _encode(pipe, prompts), return_dict=False)[0])
+        base = detected(_predict_x0(pipe, xt, sigma, _encode(pipe, prompts)))
         for k, attribute in enumerate(("colour", "direction")):
             swapped = [swap_word(p, attribute) for p in prompts]
-            pred = detected(xt - sigma * pipe.transformer(xt, t, _encode(pipe, swapped), return_dict=False)[0])
+            pred = detected(_predict_x0(pipe, xt, sigma, _encode(pipe, swapped)))
             rows.append(dict(sigma=sigma, attribute=attribute, clips=clips,
                              follows_prompt=sum(b[k] == parse_prompt(p)[k] for b, p in zip(base, prompts)) / clips,
                              follows_swap=sum(d[k] == parse_prompt(p)[k] for d, p in zip(pred, swapped)) / clips))
@@ -121,8 +124,7 @@ def denoising_error(pipe, clips: int = 8, sigmas=DENOISE_SIGMAS, seed0: int = RE
     for sigma in sigmas:
         noise = torch.randn(x0.shape, generator=gen, device=device)
         xt = (1 - sigma) * x0 + sigma * noise
-        pred = xt - sigma * pipe.transformer(xt, torch.full((clips,), sigma * 1000, device=device), text,
-                                             return_dict=False)[0]
+        pred = _predict_x0(pipe, xt, sigma, text)
         x0_rmse = (pred - x0).pow(2).mean().sqrt().item()
         input_rmse = (xt - x0).pow(2).mean().sqrt().item()
         rows.append(dict(sigma=sigma, clips=clips, x0_rmse=x0_rmse, input_rmse=input_rmse, ratio=x0_rmse / input_rmse))
@@ -239,11 +241,24 @@ def restart_check(pipe, clips: int = 16, starts=RESTART_SIGMAS, steps: int = DEF
     return rows
 
 
-def main(argv=None) -> list[dict]:
-    from pathlib import Path
+# One printed line per row of each check.
+LINES = {
+    "restart": "from sigma {sigma_start:.2f} (level {start_level:.3f}, {steps_skipped} steps skipped): colour "
+               "{colour_acc:.2f} direction {direction_acc:.2f} subject speed {subject_speed:.2f} px/frame, "
+               "steadiness {subject_steadiness:.2f} (the clips: {data_speed:.2f}, {data_steadiness:.2f}; "
+               "{clips} clips)",
+    "shuffle": "sigma {sigma:.2f}: output changes by {relative_change:.3f} of its norm when the tokens are "
+               "shuffled ({clips} clips)",
+    "denoise": "sigma {sigma:.2f}: x0 RMS error {x0_rmse:.4f} vs input {input_rmse:.4f} (ratio {ratio:.2f}, "
+               "{clips} clips)",
+    "prompt": "sigma {sigma:.2f} {attribute:9s} follows prompt {follows_prompt:.2f}  follows swapped word "
+              "{follows_swap:.2f}  ({clips} clips)",
+}
 
+
+def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(Path(__file__).parent / "model"))
+    p.add_argument("--model", default=str(SHIPPED_MODEL))
     p.add_argument("--device", default="cpu")
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -264,26 +279,16 @@ def main(argv=None) -> list[dict]:
             pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=args.flow_shift)
         starts = tuple(float(x) for x in args.starts.split(","))
         rows = [dict(r, flow_shift=pipe.scheduler.config.flow_shift) for r in restart_check(pipe, args.clips, starts)]
-        for r in rows:
-            print(f"from sigma {r['sigma_start']:.2f} (level {r['start_level']:.3f}, {r['steps_skipped']} steps "
-                  f"skipped): colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} subject speed "
-                  f"{r['subject_speed']:.2f} px/frame, steadiness {r['subject_steadiness']:.2f} "
-                  f"(the clips: {r['data_speed']:.2f}, {r['data_steadiness']:.2f}; {r['clips']} clips)")
+        check = "restart"
     elif args.shuffle:
-        rows = position_sensitivity(pipe, args.clips)
-        for r in rows:
-            print(f"sigma {r['sigma']:.2f}: output changes by {r['relative_change']:.3f} of its norm when the "
-                  f"tokens are shuffled ({r['clips']} clips)")
+        check, rows = "shuffle", position_sensitivity(pipe, args.clips)
     elif args.denoise:
-        rows = denoising_error(pipe, args.clips)
-        for r in rows:
-            print(f"sigma {r['sigma']:.2f}: x0 RMS error {r['x0_rmse']:.4f} vs input {r['input_rmse']:.4f} "
-                  f"(ratio {r['ratio']:.2f}, {r['clips']} clips)")
+        check, rows = "denoise", denoising_error(pipe, args.clips)
     else:
-        rows = conditioning_check(pipe, args.clips, tuple(float(x) for x in args.sigmas.split(",")))
-        for r in rows:
-            print(f"sigma {r['sigma']:.2f} {r['attribute']:9s} follows prompt {r['follows_prompt']:.2f}  "
-                  f"follows swapped word {r['follows_swap']:.2f}  ({r['clips']} clips)")
+        sigmas = tuple(float(x) for x in args.sigmas.split(","))
+        check, rows = "prompt", conditioning_check(pipe, args.clips, sigmas)
+    for r in rows:
+        print(LINES[check].format(**r))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return rows

@@ -1,12 +1,13 @@
 """Does the default model follow its prompts, and how fast does it generate on this machine?
 
-    python -m eval.default_model.evaluate --model eval/default_model/model --clips 50          # prompt following
-    python -m eval.default_model.evaluate --device cuda --steps 32 --guidance 5                # other sampler settings
-    python -m eval.default_model.evaluate --model eval/default_model/model --time              # one default clip
+    python -m eval.default_model.evaluate --clips 50                             # the shipped model's prompt following
+    python -m eval.default_model.evaluate --device cuda --steps 32 --guidance 5  # other sampler settings
+    python -m eval.default_model.evaluate --time                                 # seconds for one default clip
 
 Prompt following: generate clips for procedural prompts from seeds the training never saw, score each with the
-pixel-statistics detector (colour and motion direction of the subject) and compare with chance. After training,
-the guidance scale is chosen on one seed range (SELECT_SEED0) and reported on another (REPORT_SEED0).
+pixel-statistics detector (colour and motion direction of the subject) and compare with chance. After training
+(``evaluate_training_run``), the guidance scale is chosen on one seed range (SELECT_SEED0) and reported on another
+(REPORT_SEED0), written into the run's folder as ``eval.json`` with a ``samples.png``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from eval.default_model.components import DEFAULT_GUIDANCE, DEFAULT_STEPS, generation_kwargs, load_model_config
+from eval.default_model.components import DEFAULT_GUIDANCE, DEFAULT_STEPS, SHIPPED_MODEL, generation_kwargs, \
+    load_model_config
 from eval.default_model.detector import score_clip, summarise
 from eval.default_model.procedural import render
 
@@ -27,11 +29,11 @@ GUIDANCES = (1.0, 3.0, 5.0)
 
 
 def load_pipeline(model_dir: str | Path, device: str = "cpu"):
-    """The pipeline, loaded as every Wan T2V model is, with its ModelConfig as ``pipe.default_model_config``."""
+    """The pipeline, loaded as every Wan T2V model is, with its DiTConfig as ``pipe.dit_config``."""
     from svg2.diffusers import load_pipeline as load
 
     pipe = load("wan_t2v", model_dir, device=device)
-    pipe.default_model_config = load_model_config(model_dir)
+    pipe.dit_config = load_model_config(model_dir)
     return pipe
 
 
@@ -39,7 +41,7 @@ def load_pipeline(model_dir: str | Path, device: str = "cpu"):
 def generate(pipe, seeds: list[int], guidance: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS,
              batch: int = 25) -> tuple[torch.Tensor, list[str]]:
     """Clips (N, T, H, W, 3) in [0, 1] for the prompts of ``seeds``; the noise is seeded by the same seed."""
-    cfg = pipe.default_model_config
+    cfg = pipe.dit_config
     prompts = [cfg.spec(s).prompt for s in seeds]
     device = pipe.transformer.device
     out = []
@@ -93,7 +95,7 @@ def evaluate_training_run(model_dir: Path, out: Path, clips: int, device: str) -
     result = dict(selection=select, chosen_guidance=best, report=report)
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     frames, _ = generate(pipe, report_seeds[:6], best)
-    save_samples(frames, report_seeds[:6], out / "samples.png", pipe.default_model_config)
+    save_samples(frames, report_seeds[:6], out / "samples.png", pipe.dit_config)
     for r in report:
         print(f"guidance {r['guidance']}: colour {r['colour_acc']:.2f} direction {r['direction_acc']:.2f} "
               f"both {r['both_acc']:.2f} (chance {r['both_chance']:.3f}), subject speed {r['subject_speed']:.2f} "
@@ -114,7 +116,7 @@ def time_default_clip(pipe, repeats: int = 2) -> list[float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=str(Path(__file__).parent / "model"))
+    p.add_argument("--model", default=str(SHIPPED_MODEL))
     p.add_argument("--device", default="cpu")
     p.add_argument("--clips", type=int, default=50)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
@@ -125,7 +127,7 @@ def main(argv=None) -> None:
     if args.time:
         times = time_default_clip(pipe)
         print(json.dumps(dict(seconds=[round(t, 2) for t in times], threads=torch.get_num_threads(),
-                              tokens=pipe.default_model_config.tokens, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE)))
+                              tokens=pipe.dit_config.tokens, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE)))
         return
     seeds = list(range(REPORT_SEED0, REPORT_SEED0 + args.clips))
     print(json.dumps(prompt_following(pipe, seeds, args.guidance, args.steps)))

@@ -312,9 +312,3 @@ def render(specs: list[ClipSpec], device: str | torch.device = "cpu") -> torch.T
         colour = o["rgb"][:, slot].view(-1, 1, 1, 1, 3) * (0.55 + 0.45 * tex)[..., None]
         frames = frames + alpha[..., None] * (colour - frames)
     return frames.clamp_(0, 1)
-
-
-def make_clip(seed: int) -> tuple[torch.Tensor, str]:
-    """One clip (T, H, W, 3) in [0, 1] and its prompt."""
-    spec = sample_spec(seed)
-    return render([spec])[0], spec.prompt

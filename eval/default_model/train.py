@@ -1,8 +1,7 @@
 """Train the embedded default model: flow matching on procedural clips, saved as a WanPipeline directory.
 
-    python -m eval.default_model.train --out /tmp/run --max-minutes 18 --batch-size 128 --compile \
-        --ema-decay 0.999                                                        # the shipped run (H200)
-    python -m eval.default_model.train --out /tmp/smoke --preset tiny --max-steps 3 --device cpu --eval-clips 2
+    python -m eval.default_model.train --stage stage1_base       # a stage of the shipped weights (H200; STAGES)
+    python -m eval.default_model.train --preset tiny --max-steps 3 --device cpu --eval-clips 2   # a smoke run
 
 Every step renders a fresh batch of clips (seeds ``TRAIN_SEED0 + step * batch + i``; evaluation seeds come
 from disjoint ranges), encodes the prompts through the pipeline's own ``encode_prompt`` (so training pads
@@ -31,11 +30,16 @@ seeded random weights: a fine-tune (the shipped model is one: MODEL_CARD.md). Th
 must match.
 
 ``--train-text`` trains the text encoder with the transformer (its weights start from the same seeded random
-ones); ``--model "num_layers=8,ffn_dim=1024"`` changes ModelConfig fields of the preset.
+ones); ``--model "num_layers=8,ffn_dim=1024"`` changes DiTConfig fields of the preset.
 
-Writes under ``--out``: ``model/`` (diffusers format), ``loss.csv``, ``loss.png``, and after the model is
-saved, the evaluation of evaluate.py (``eval.json``, ``samples.png``) and of conditioning.py
-(``conditioning.json``).
+``--stage NAME`` sets the flags of one of the three stages that made the shipped weights (``STAGES``; explicit
+flags still override them): it trains for the recorded number of steps, starts from the model the previous
+stage saved, and writes next to the stage's committed record in ``results/default_model/NAME/``.
+
+Writes under ``--out`` (default ``results/default_model/run/``): ``model/`` (diffusers format), ``loss.csv``,
+``loss.png``, ``train.json``, and after the model is saved, the evaluation of evaluate.py (``eval.json``,
+``samples.png``) and of conditioning.py (``conditioning.json``). ``results/default_model/.gitignore`` keeps
+all but the stages' records out of git.
 """
 from __future__ import annotations
 
@@ -56,18 +60,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval.default_model.components import TINY, ModelConfig, build_pipeline, build_transformer, latent_stats, \
-    pixels_to_latents, save_model
+from eval.default_model.components import TINY, DiTConfig, build_pipeline, build_transformer, encode_prompts, \
+    latent_stats, load_model_config, pixels_to_latents, save_model
 from eval.default_model.procedural import render
 
-PRESETS = {"default": ModelConfig(), "tiny": TINY}
+PRESETS = {"default": DiTConfig(), "tiny": TINY}
 TRAIN_SEED0 = 0
 STATS_SEED0 = 50_000_000  # latent statistics clips
+RECORDS = Path(__file__).resolve().parents[2] / "results" / "default_model"
+
+# The stages of the shipped weights (MODEL_CARD.md) as the TrainConfig fields they set; the rest are defaults.
+# The step counts are those the recorded runs' clocks chose; each stage writes next to its committed record and
+# starts from the model the stage before it saved there.
+STAGES = {
+    "stage1_base": dict(out=str(RECORDS / "stage1_base"), max_steps=8835, compile=True),
+    "stage2_shift20": dict(out=str(RECORDS / "stage2_shift20"), max_steps=3715, compile=True, lr=3e-4,
+                           train_shift=20.0, init_from=str(RECORDS / "stage1_base" / "model")),
+    "stage3_shift50": dict(out=str(RECORDS / "stage3_shift50"), max_steps=4264, compile=True, lr=3e-4,
+                           train_shift=50.0, init_from=str(RECORDS / "stage2_shift20" / "model")),
+}
 
 
 @dataclass
 class TrainConfig:
-    out: str = "/tmp/default_model_run"
+    out: str = str(RECORDS / "run")
     preset: str = "default"
     seed: int = 0
     batch_size: int = 128  # clips per step, over all processes
@@ -79,7 +95,7 @@ class TrainConfig:
     cond_dropout: float = 0.1
     train_shift: float = 0.0  # shift of the training noise levels; 0: the scheduler's flow_shift (module doc)
     train_text: bool = False  # train the text encoder with the transformer (else its seeded random weights stay)
-    model: str = ""  # ModelConfig fields that differ from the preset, e.g. "num_layers=8,ffn_dim=1024"
+    model: str = ""  # DiTConfig fields that differ from the preset, e.g. "num_layers=8,ffn_dim=1024"
     stats_clips: int = 256
     log_every: int = 10
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -105,20 +121,20 @@ class TrainConfig:
             raise ValueError(f"spec_workers={self.spec_workers}; expected >= 0, or -1 for the default")
         if self.train_shift < 0:
             raise ValueError(f"train_shift={self.train_shift}; expected > 0, or 0 for the scheduler's flow_shift")
-        model_config(self)  # names a bad --model entry before anything runs
+        dit_config(self)  # names a bad --model entry before anything runs
         if self.max_steps and self.max_steps < self.warmup_steps:
             self.warmup_steps = max(self.max_steps // 2, 1)
 
 
-def model_config(cfg: TrainConfig) -> ModelConfig:
+def dit_config(cfg: TrainConfig) -> DiTConfig:
     """The preset with ``cfg.model``'s "field=value,..." overrides and the training seed."""
-    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    fields = {f.name: f.type for f in dataclasses.fields(DiTConfig)}
     overrides = {}
     for item in filter(None, (part.strip() for part in cfg.model.split(","))):
         name, _, value = item.partition("=")
         name = name.strip()
         if name not in fields or name == "seed" or not value:
-            raise ValueError(f"model={cfg.model!r}: {item!r} is not field=value for a ModelConfig field "
+            raise ValueError(f"model={cfg.model!r}: {item!r} is not field=value for a DiTConfig field "
                              f"(one of {sorted(set(fields) - {'seed'})})")
         kind = {"float": float, "str": str, "bool": _parse_bool}.get(
             getattr(fields[name], "__name__", fields[name]), int)
@@ -139,19 +155,17 @@ def _parse_bool(value: str) -> bool:
 
 _parse_bool.__name__ = "bool"
 
-# ModelConfig fields that a fine-tune (--init-from) may change: what the clips look like, not the network.
+# DiTConfig fields that a fine-tune (--init-from) may change: what the clips look like, not the network.
 DATA_FIELDS = ("scene", "trail", "seed")
 
 
-def init_weights(model_dir: str, mcfg: ModelConfig):
+def init_weights(model_dir: str, mcfg: DiTConfig):
     """The transformer state and latent statistics of the saved default model ``model_dir``, after checking
     that its architecture is ``mcfg``'s."""
     from safetensors.torch import load_file
 
-    from eval.default_model.components import load_model_config
-
     saved = load_model_config(model_dir)
-    diff = {f.name: (getattr(saved, f.name), getattr(mcfg, f.name)) for f in dataclasses.fields(ModelConfig)
+    diff = {f.name: (getattr(saved, f.name), getattr(mcfg, f.name)) for f in dataclasses.fields(DiTConfig)
             if f.name not in DATA_FIELDS and getattr(saved, f.name) != getattr(mcfg, f.name)}
     if diff:
         raise ValueError(f"--init-from {model_dir}: its model differs from this run's in (saved, this run): {diff}")
@@ -174,20 +188,16 @@ def lr_at(step: int, cfg: TrainConfig, max_steps: int | None) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def clip_batch(seed0: int, n: int, mcfg: ModelConfig) -> list:
-    return [mcfg.spec(seed0 + i) for i in range(n)]
-
-
 class _SpecFeed:
     """The clip specs of step after step; with workers, drawn ahead in other processes (they are plain numpy
     and took as long as a training step on the H200)."""
 
-    def __init__(self, cfg: TrainConfig, mcfg: ModelConfig, first_step: int, device: torch.device,
+    def __init__(self, cfg: TrainConfig, mcfg: DiTConfig, first_step: int, device: torch.device,
                  offset: int = 0, count: int | None = None):
         """``offset``, ``count``: this process's slice of every batch (default: all of it)."""
         workers = cfg.spec_workers if cfg.spec_workers >= 0 else (2 if device.type == "cuda" else 0)
-        self.batch, self.offset = cfg.batch_size, offset
-        self.args, self.step, self.ahead = (count or cfg.batch_size, mcfg), first_step, 2 * workers
+        self.batch, self.offset, self.count = cfg.batch_size, offset, count or cfg.batch_size
+        self.mcfg, self.step, self.ahead = mcfg, first_step, 2 * workers
         self.pool, self.pending = None, []
         if workers:
             import multiprocessing
@@ -200,11 +210,11 @@ class _SpecFeed:
 
     def next(self) -> list:
         if self.pool is None:
-            specs = clip_batch(self._seed0(self.step), *self.args)
+            specs = self.mcfg.specs(self._seed0(self.step), self.count)
         else:
             while len(self.pending) <= self.ahead:
                 k = self.step + len(self.pending)
-                self.pending.append(self.pool.submit(clip_batch, self._seed0(k), *self.args))
+                self.pending.append(self.pool.submit(self.mcfg.specs, self._seed0(k), self.count))
             specs = self.pending.pop(0).result()
         self.step += 1
         return specs
@@ -338,7 +348,7 @@ def train(cfg: TrainConfig) -> Path | None:
 def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    mcfg = model_config(cfg)
+    mcfg = dit_config(cfg)
     device, world, say = ranks.device, ranks.world, (print if ranks.main else lambda *a, **k: None)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} does not split over {world} processes")
@@ -354,7 +364,7 @@ def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
     elif cfg.init_from:  # also the saved model's latent space, which its weights were trained in
         init_state, mean, std = init_weights(cfg.init_from, mcfg)
     else:
-        mean, std = ranks.broadcast(latent_stats(render(clip_batch(STATS_SEED0, cfg.stats_clips, mcfg), device)))
+        mean, std = ranks.broadcast(latent_stats(render(mcfg.specs(STATS_SEED0, cfg.stats_clips), device)))
     pipe = build_pipeline(mcfg, build_transformer(mcfg), mean, std).to(device)
     model = pipe.transformer.train().requires_grad_(True)
     if init_state is not None:
@@ -410,8 +420,7 @@ def _train(cfg: TrainConfig, ranks: _Ranks) -> Path | None:
             keep = rng.random(cfg.batch_size)[lo:lo + b] >= cfg.cond_dropout
             prompts = [s.prompt if k else "" for s, k in zip(specs, keep)]
             with torch.set_grad_enabled(cfg.train_text):
-                text = pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
-                                          max_sequence_length=mcfg.text_tokens, device=device)[0]
+                text = encode_prompts(pipe, prompts, mcfg.text_tokens)
             u = torch.rand(cfg.batch_size, device=device)[lo:lo + b]
             shift = cfg.train_shift or mcfg.flow_shift
             sigma = shift * u / (1 + (shift - 1) * u)
@@ -524,14 +533,14 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
 
 
 HELP = {
-    "out": "folder for model/, loss.csv, loss.png and the evaluation",
+    "out": "folder for model/, loss.csv, loss.png, train.json and the evaluation",
     "preset": f"model size preset: {', '.join(PRESETS)}",
     "batch_size": "clips per step, over all processes of a torchrun",
     "max_steps": "steps to train; 0: set from the step rate measured in warm-up and --max-minutes",
     "max_minutes": "training time budget when --max-steps is 0",
     "train_shift": "shift of the training noise levels; 0: the scheduler's flow_shift",
     "train_text": "train the text encoder with the transformer (default: keep its seeded random weights)",
-    "model": 'ModelConfig fields that differ from the preset, e.g. "num_layers=8,ffn_dim=1024,scene=simple"',
+    "model": 'DiTConfig fields that differ from the preset, e.g. "num_layers=8,ffn_dim=1024,scene=simple"',
     "eval_clips": "clips per guidance and seed set scored after training (0: skip the evaluation)",
     "stop_after_minutes": "end this invocation after this many minutes, saving checkpoint.pt (0: no limit)",
     "checkpoint_minutes": "save checkpoint.pt this often while training",
@@ -544,6 +553,8 @@ HELP = {
 
 def parse_args(argv=None) -> TrainConfig:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--stage", choices=list(STAGES), help="the flags of a stage of the shipped weights (STAGES); "
+                   "explicit flags override them")
     for f in dataclasses.fields(TrainConfig):
         default, flag = f.default, "--" + f.name.replace("_", "-")
         kwargs = dict(default=default, help=HELP.get(f.name))
@@ -551,7 +562,12 @@ def parse_args(argv=None) -> TrainConfig:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
             p.add_argument(flag, type=type(default), **kwargs)
-    return TrainConfig(**vars(p.parse_args(argv)))
+    stage = p.parse_known_args(argv)[0].stage
+    if stage:
+        p.set_defaults(**STAGES[stage])
+    args = vars(p.parse_args(argv))
+    del args["stage"]
+    return TrainConfig(**args)
 
 
 if __name__ == "__main__":

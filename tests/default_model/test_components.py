@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from eval.default_model.components import LATENT_CHANNELS, TINY, ModelConfig, build_text_encoder, build_tokenizer, \
-    generation_kwargs, identity_vae, latent_stats, load_model_config, pixels_to_latents
+from eval.default_model.components import LATENT_CHANNELS, SHIPPED_MODEL, TINY, DiTConfig, build_text_encoder, \
+    build_tokenizer, generation_kwargs, identity_vae, latent_stats, load_model_config, pixels_to_latents
 from eval.default_model.procedural import render, sample_spec, vocabulary
-from eval.default_model.train import TrainConfig, lr_at, model_config, parse_args, train
+from eval.default_model.train import RECORDS, STAGES, TrainConfig, dit_config, lr_at, parse_args, train
 
 
 def test_identity_vae_round_trips_pixels_and_matches_pixels_to_latents():
@@ -77,19 +77,39 @@ def test_tiny_training_run_saves_a_wan_pipeline_that_generates(tiny_run):
 def test_model_overrides_and_flags_parse():
     cfg = parse_args(["--model", "num_layers=3, ffn_dim=128,flow_shift=5", "--train-text"])
     assert cfg.train_text and not parse_args([]).train_text and not parse_args(["--no-train-text"]).train_text
-    mcfg = model_config(cfg)
+    mcfg = dit_config(cfg)
     assert (mcfg.num_layers, mcfg.ffn_dim, mcfg.flow_shift, mcfg.seed) == (3, 128, 5.0, cfg.seed)
-    assert mcfg.head_dim == ModelConfig().head_dim
+    assert mcfg.head_dim == DiTConfig().head_dim
     with pytest.raises(ValueError, match="'layers=3' is not field=value"):
         parse_args(["--model", "layers=3"])
     with pytest.raises(ValueError, match="num_layers needs a int, got 'x'"):
         parse_args(["--model", "num_layers=x"])
     with pytest.raises(ValueError, match="'seed=1' is not field=value"):
         parse_args(["--model", "seed=1"])
-    assert model_config(parse_args(["--model", "trail=0"])).trail is False
-    assert model_config(parse_args(["--model", "trail=true,scene=simple"])).trail is True
+    assert dit_config(parse_args(["--model", "trail=0"])).trail is False
+    assert dit_config(parse_args(["--model", "trail=true,scene=simple"])).trail is True
     with pytest.raises(ValueError, match="trail needs a bool, got 'maybe'"):
         parse_args(["--model", "trail=maybe"])
+
+
+def test_each_stage_reruns_its_committed_record_from_the_stage_before():
+    """--stage sets what the recorded run trained with (its clock's step count included), writes next to its
+    record and starts from the previous stage's model; explicit flags still win."""
+    previous = None
+    for name, fields in STAGES.items():
+        cfg = parse_args(["--stage", name])
+        record = json.loads((RECORDS / name / "train.json").read_text())
+        assert cfg.out == str(RECORDS / name) and cfg.max_steps == record["steps"]
+        for key in ("preset", "seed", "batch_size", "lr", "warmup_steps", "ema_decay", "cond_dropout", "train_shift",
+                    "train_text", "stats_clips", "compile"):
+            assert getattr(cfg, key) == record["train"][key], (name, key)
+        model = dataclasses.asdict(dit_config(cfg))
+        assert {k: model[k] for k in record["model"]} == record["model"]  # stage 1 predates the trail field (off)
+        assert cfg.init_from == ("" if previous is None else str(RECORDS / previous / "model"))
+        previous = name
+    assert load_model_config(SHIPPED_MODEL) == dit_config(parse_args(["--stage", previous]))
+    assert parse_args(["--stage", "stage2_shift20", "--max-steps", "5"]).max_steps == 5
+    assert parse_args([]).out == str(RECORDS / "run")
 
 
 def test_a_fine_tune_starts_from_the_saved_weights_and_latent_space(tiny_run, tmp_path, capsys):
@@ -179,6 +199,7 @@ def _torchrun(out_dir, *extra):
     return done
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_steps_of_one(tiny_run, tmp_path):
     """torchrun with 2 CPU processes, each rendering half of every batch, ends with the weights of the
     single-process run of the same schedule (up to float summation order)."""
@@ -208,6 +229,7 @@ def test_batch_must_split_over_the_processes(tmp_path, monkeypatch):
         train_module._train(cfg, ranks)
 
 
+@pytest.mark.slow
 def test_two_processes_stop_and_resume_together(tiny_run, tmp_path):
     """Stopped after every step and resumed, a 2-process run still ends with the single-process weights."""
     from safetensors.torch import load_file

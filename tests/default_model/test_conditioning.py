@@ -62,7 +62,7 @@ def test_sampling_from_pure_noise_is_the_pipelines_generation(tiny_run):
     pipe = load_pipeline(model_dir)
     x0, prompts = _held_out(pipe, 2, 30_000_000)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
-    kwargs = generation_kwargs(pipe.default_model_config, steps=4, guidance=3.0)
+    kwargs = generation_kwargs(pipe.dit_config, steps=4, guidance=3.0)
     want = pipe(prompt=prompts, latents=noise.clone(), output_type="latent", **kwargs).frames
     got = sample_from(pipe, x0, prompts, 1.0, noise, steps=4, guidance=3.0)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -1,16 +1,13 @@
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from eval.default_model.attention_error import Recorder, at_equal_density, record
-from eval.default_model.components import TINY, load_model_config
+from eval.default_model.components import SHIPPED_MODEL, TINY, load_model_config
 from eval.metrics.attention import relative_l2
 from eval.default_model.evaluate import generate, load_pipeline, prompt_following
-
-SHIPPED = Path(__file__).parents[2] / "eval" / "default_model" / "model"
 
 
 def test_generate_is_seeded_and_scored(tiny_run):
@@ -47,10 +44,10 @@ def test_equal_density_interpolates_in_log_density():
 def test_shipped_model_loads_through_the_project_loader_and_fits_the_size_budget():
     from svg2.diffusers import load_pipeline as load
 
-    size = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in SHIPPED_MODEL.rglob("*") if f.is_file())
     assert size <= 20 * 2 ** 20, f"shipped model is {size / 2 ** 20:.1f} MiB; the budget is 20"
-    cfg = load_model_config(SHIPPED)
+    cfg = load_model_config(SHIPPED_MODEL)
     assert cfg.tokens >= 2048
-    pipe = load("wan_t2v", SHIPPED)
+    pipe = load("wan_t2v", SHIPPED_MODEL)
     assert pipe.transformer.config.num_layers == cfg.num_layers
     assert pipe.vae.config.scale_factor_spatial * pipe.transformer.config.patch_size[1] * 16 == cfg.height

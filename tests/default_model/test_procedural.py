@@ -45,6 +45,7 @@ def test_prompts_use_only_the_vocabulary_and_name_the_subject():
     assert {c for c, _ in seen} == set(COLOURS) and {d for _, d in seen} == set(DIRECTIONS)
 
 
+@pytest.mark.slow
 def test_detector_scores_procedural_clips_near_perfectly():
     specs, frames = _clips(range(1000, 1048))
     summary = summarise([score_clip(f, s.prompt) for f, s in zip(frames, specs)])
