@@ -1,14 +1,28 @@
-"""Hydra callback: after a multirun (every launcher, SLURM included) draw the frontier of its results."""
+"""Hydra callback: after a multirun (every launcher, SLURM included) draw the frontier of its results once, say
+how many of its rows failed, and exit non-zero when any did (unless allow_failures)."""
 from __future__ import annotations
+
+import sys
+import time
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 
 class FrontierReport(Callback):
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if not config.get("report", True):
-            return
-        from eval.frontier import report
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
-        report(config.results_dir, config.metrics.frontier)
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from eval.results import ResultStore
+
+        if config.get("report", True):
+            from eval.frontier import report
+
+            report(config.results_dir, config.metrics.frontier)
+        since = getattr(self, "started", "")
+        rows = [r for r in ResultStore(config.results_dir).rows() if str(r.get("finished_at", "")) >= since]
+        failed = sum(r.get("status") != "ok" for r in rows)
+        print(f"multirun: {len(rows) - failed} rows ok, {failed} failed in {config.results_dir}")
+        if failed and not config.get("allow_failures", False):
+            sys.exit(1)

@@ -79,11 +79,12 @@ def method_node(name: str) -> DictConfig:
     return node
 
 
-def build(m: dict):
-    """The method object from a resolved config (``_target_`` is ``svg2.methods.build_method``)."""
+def build(node):
+    """The object of a resolved config with a ``_target_`` (a method: ``svg2.methods.build_method``; a workload),
+    raising the object's own error, which names the bad value, rather than Hydra's wrapper around it."""
     try:
-        return instantiate(m, _convert_="all")
-    except InstantiationException as e:  # show the method's own error (it names the bad value)
+        return instantiate(node, _convert_="all")
+    except InstantiationException as e:
         if isinstance(e.__cause__, (ValueError, TypeError)):
             raise e.__cause__ from None
         raise

@@ -10,16 +10,19 @@ row in ``results_dir``; finished rows are skipped, a failing row records its err
 """
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
 import traceback
-from dataclasses import asdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -45,17 +48,32 @@ def method_columns(method) -> dict:
                 **{f"method.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items()})
 
 
-def run(cfg: DictConfig, job_num: int | None = None) -> float:
-    """Run every (method, prompt, seed) row of this job; returns the mean objective over its rows."""
+@dataclass
+class Summary:
+    """What a job did: rows computed (ok / failed), rows skipped because they were already done, and the mean
+    objective over its ok rows (the scalar a Hydra sweeper optimises)."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    objective: float = float("nan")
+
+    def line(self) -> str:
+        return f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped (already done)"
+
+
+def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
+    """Run every (method, prompt, seed) row of this job."""
     device = resolve_device(cfg.device, job_num)
     if torch.device(device).type == "cuda" and torch.device(device).index is not None:
         torch.cuda.set_device(torch.device(device))
     if device == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
-    model = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
-    workload = instantiate(cfg.workload, _convert_="all")
+    model = ModelConfig(**model_values(cfg))
+    workload = build(cfg.workload)
     methods = [build(m) for m in method_configs(cfg)]  # static config errors surface here, before any model work
     items = workload.items()
+    workload.check(cfg.metrics)
     geometry = workload.geometry(model)  # model configs only: no weights are loaded yet
     for method in methods:
         method.check_shape(**geometry)
@@ -65,26 +83,107 @@ def run(cfg: DictConfig, job_num: int | None = None) -> float:
                     **{f"workload.{k}": (str(v) if isinstance(v, (list, tuple)) else v)
                        for k, v in workload.identity().items() if k != "name"},
                     device=device, hardware=hardware(device), **environment())
-    pipe, objective = None, []
-    for method in tqdm(methods, desc="jobs", disable=not cfg.progress, position=0):
-        columns = method_columns(method)
-        for prompt, seed in tqdm(items, desc=columns["label"], disable=not cfg.progress, position=1, leave=False):
-            key = stable_key(asdict(method.config), columns["method"], model.identity(), workload.identity(), prompt,
+    jobs = []
+    for method in methods:
+        for prompt, seed in items:
+            key = stable_key(asdict(method.config), method.name, model.identity(), workload.identity(), prompt,
                              seed, hardware(device))
-            if store.finished(key):
+            jobs.append((key, method, prompt, seed))
+    summary, objective = Summary(), []
+    done = [key for key, *_ in jobs if store.finished(key)]
+    if done:
+        print(f"{len(done)} of {len(jobs)} rows already done in {store.folder}: skipped")
+    progress = Progress(len(jobs) - len(done), cfg.progress)
+    pipe = None
+    with logging_quiet():
+        for key, method, prompt, seed in jobs:
+            if key in done:
+                summary.skipped += 1
                 objective.append(store.read(key).get(cfg.sweep.objective))
                 continue
+            label = method.config.label()
+            progress.start(f"{label} | {prompt[:40]!r} seed {seed}")
             if pipe is None and workload.needs_model:
                 pipe = model.load(device)
-                pipe.set_progress_bar_config(disable=not cfg.progress, leave=False, desc="steps", position=2)
+                pipe.set_progress_bar_config(disable=True)
             job = Job(method, model, prompt, seed, device, cache, store.folder / "frames" / key, cfg.metrics, pipe)
-            row = {**columns, **identity, "prompt": prompt, "seed": seed, **measure(workload, job, cfg)}
+            row = {**method_columns(method), **identity, "prompt": prompt, "seed": seed, **measure(workload, job, cfg)}
             if row["status"] == "ok":
+                summary.ok += 1
                 objective.append(row.get(cfg.sweep.objective))
+            else:
+                summary.failed += 1
             store.write(key, row)
             store.combine()
+            progress.done(row, cfg.sweep.objective)
+    progress.close()
     values = [v for v in objective if isinstance(v, (int, float))]
-    return sum(values) / len(values) if values else float("nan")
+    summary.objective = sum(values) / len(values) if values else float("nan")
+    return summary
+
+
+def model_values(cfg: DictConfig) -> dict:
+    """The model group's values, with a one-line error for a required value left unset (``???``)."""
+    for key in ("path", "image"):
+        if OmegaConf.is_missing(cfg.model, key):
+            raise ValueError(f"model.{key} is required for model={cfg.model.name}: pass model.{key}=<path>"
+                             + (" (the local diffusers directory)" if key == "path" else " (the conditioning image)"))
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+class Progress:
+    """One bar over the rows on a terminal; one plain line per row elsewhere (log files); nothing when off."""
+
+    def __init__(self, total: int, mode):
+        mode = sys.stderr.isatty() if mode in ("auto", None) else bool(mode)
+        self.bar = tqdm(total=total, unit="row", dynamic_ncols=True) if mode and sys.stderr.isatty() else None
+        self.lines = bool(mode) and self.bar is None
+        self.total, self.count, self.t0 = total, 0, time.time()
+
+    def start(self, text: str) -> None:
+        self.count += 1
+        if self.bar is not None:
+            self.bar.set_description(text[:60])
+        elif self.lines:
+            print(f"[{self.count}/{self.total}] {text}: running", flush=True)
+
+    def done(self, row: dict, objective: str) -> None:
+        value = row.get(objective)
+        result = row["status"] if row["status"] != "ok" else f"ok, {objective} {value:.4g}" if isinstance(
+            value, (int, float)) else "ok"
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.lines:
+            print(f"[{self.count}/{self.total}] {result} ({row['wall_s']:.0f} s)", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Drop(logging.Filter):
+    """Drops known noise of diffusers at the embedded model's size (every other warning still shows)."""
+
+    NOISE = ("has to be divisible by", "Expected types for")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+@contextmanager
+def logging_quiet():
+    """``num_frames - 1 has to be divisible by 1`` (once per pipeline call: the embedded VAE has no temporal
+    compression, so WanPipeline "rounds" every frame count) and the text-encoder type notice of loading."""
+    drop = _Drop()
+    handlers = [h for h in logging.getLogger("diffusers").handlers]
+    loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict if name.startswith("diffusers")]
+    for target in (*handlers, *loggers):
+        target.addFilter(drop)
+    try:
+        yield
+    finally:
+        for target in (*handlers, *loggers):
+            target.removeFilter(drop)
 
 
 def measure(workload, job: Job, cfg: DictConfig) -> dict:
@@ -97,7 +196,8 @@ def measure(workload, job: Job, cfg: DictConfig) -> dict:
         if cfg.get("raise_errors"):
             raise
         row = dict(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
-        tqdm.write(f"[{job.method.config.label()} | {job.prompt!r} seed {job.seed}] failed: {row['error']}")
+        tqdm.write(f"[{job.method.config.label()} | {job.prompt!r} seed {job.seed}] failed: {row['error']}",
+                   file=sys.stderr)
         if job.device.startswith("cuda"):
             torch.cuda.empty_cache()
     return {**row, "wall_s": time.time() - start, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -107,12 +207,22 @@ def measure(workload, job: Job, cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    value = run(cfg, job_num=hc.job.num if multirun else None)
-    if not multirun and cfg.report:
-        from eval.frontier import report
+    try:
+        summary = run(cfg, job_num=hc.job.num if multirun else None)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        if cfg.raise_errors or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"eval.sweep: {e}", file=sys.stderr)  # bad input: one line, before any expensive work
+        sys.exit(2)
+    print(summary.line())
+    if not multirun:
+        if cfg.report:
+            from eval.frontier import report
 
-        report(cfg.results_dir, cfg.metrics.frontier)
-    return value
+            report(cfg.results_dir, cfg.metrics.frontier)
+        if summary.failed and not cfg.allow_failures:
+            sys.exit(1)
+    return summary.objective
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ import torch
 
 from eval.metrics import SHAPES, cosine_error, relative_l2
 from eval.results import atomic_write, stable_key
-from eval.workloads.base import Job, prompt_items
+from eval.workloads.base import Job, check_generation, prompt_items
 from eval.workloads.common import ratio, summarise_calls
 from svg2.attention import dense_attention
+from svg2.checks import check_int
 from svg2.methods import METHODS, REFERENCE
 from svg2.timing import Clock, median_ms
 
@@ -80,6 +81,21 @@ class AttentionWorkload:
             raise ValueError(f"workload.source={self.source!r}; expected 'model' or 'synthetic'")
         if self.shape is not None and self.shape not in SHAPES:
             raise ValueError(f"workload.shape={self.shape!r}; expected one of {sorted(SHAPES)} or null")
+        check_generation(self)
+        for name in ("heads", "head_dim", "centres", "repeats"):
+            check_int(f"workload.{name}", getattr(self, name), minimum=1)
+        check_int("workload.warmup", self.warmup)
+        if len(self.grid) != 3:
+            raise ValueError(f"workload.grid={self.grid!r}; expected three positive integers (frames, h, w)")
+        for g in self.grid:
+            check_int("workload.grid", g, minimum=1, hint="latent (frames, h, w)")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"workload.dtype={self.dtype!r}; expected 'float32', 'bfloat16' or 'float16'")
+        for name in ("layers", "capture_steps", "branches"):
+            if not getattr(self, name):
+                raise ValueError(f"workload.{name}={getattr(self, name)!r}; expected at least one")
+            for x in getattr(self, name):
+                check_int(f"workload.{name}", x)
 
     @property
     def needs_model(self) -> bool:
@@ -102,6 +118,9 @@ class AttentionWorkload:
             s = SHAPES[self.shape]
             return s.heads, tuple(s.grid), s.head_dim
         return self.heads, tuple(self.grid), self.head_dim
+
+    def check(self, metrics) -> None:
+        pass
 
     def run(self, job: Job) -> dict:
         calls = (self.synthetic_calls(job.seed, job.device) if self.source == "synthetic"

@@ -2,7 +2,8 @@
 
 A workload lists its items (prompt, seed), says what identifies its rows (``identity``), whether it needs the
 model's pipeline (``needs_model``) and the attention geometry its calls will have (``geometry``: what methods
-check before any weights load), and turns one ``Job`` into the row's measurements (``run``).
+check before any weights load), checks the metrics it will compute (``check``), and turns one ``Job`` into the
+row's measurements (``run``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from eval.models import ModelConfig
+from svg2.checks import check_int
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Workload(Protocol):
 
     def geometry(self, model: ModelConfig) -> dict: ...
 
+    def check(self, metrics) -> None: ...  # errors in the metrics config, before any work
+
+
     def run(self, job: Job) -> dict: ...
 
 
@@ -54,3 +59,13 @@ def prompt_items(prompts, num_prompts, seeds) -> list[tuple[str, int]]:
     if not list(seeds):
         raise ValueError("workload.seeds=[]; expected at least one seed")
     return [(p, int(s)) for p in prompts for s in seeds]
+
+
+def check_generation(w) -> None:
+    """The generation settings every workload shares: positive steps and sizes, a number for guidance."""
+    for name in ("steps", "height", "width", "frames"):
+        check_int(f"workload.{name}", getattr(w, name), minimum=1)
+    if isinstance(w.guidance_scale, bool) or not isinstance(w.guidance_scale, (int, float)) or w.guidance_scale < 0:
+        raise ValueError(f"workload.guidance_scale={w.guidance_scale!r}; expected a number >= 0")
+    if w.num_prompts is not None:
+        check_int("workload.num_prompts", w.num_prompts, minimum=1, hint="or null for every prompt")

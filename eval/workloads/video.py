@@ -8,10 +8,12 @@ from pathlib import Path
 import torch
 
 from eval.metrics import available_nets, flops_from_stats, video_metrics
+from eval.metrics.perceptual import lpips_model
 from eval.models import ModelConfig
 from eval.results import atomic_write, stable_key
-from eval.workloads.base import Job, prompt_items
+from eval.workloads.base import Job, check_generation, prompt_items
 from eval.workloads.common import ratio, summarise_calls
+from svg2.checks import check_int
 from svg2.methods import reference_method
 from svg2.timing import Clock, ForwardTimer
 
@@ -41,6 +43,11 @@ class VideoWorkload:
 
     needs_model = True
 
+    def __post_init__(self):
+        check_generation(self)
+        check_int("workload.warmup_steps", self.warmup_steps)
+        check_int("workload.gif_max_height", self.gif_max_height, minimum=1)
+
     def items(self) -> list[tuple[str, int]]:
         return prompt_items(self.prompts, self.num_prompts, self.seeds)
 
@@ -51,6 +58,10 @@ class VideoWorkload:
     def geometry(self, model: ModelConfig) -> dict:
         return model.geometry(self.frames, self.height, self.width)
 
+    def check(self, metrics) -> None:
+        for net in lpips_nets(metrics):
+            lpips_model(net)  # loads (and caches) the backbone; a missing one is an error naming its file
+
     def run(self, job: Job) -> dict:
         """One row's measurements: dense and the method from the same prompt and seed, scored and timed."""
         refs = DenseReferences.at(job.cache / "references")
@@ -59,8 +70,7 @@ class VideoWorkload:
         # the reference's row is the reference generation itself (same process, same timing)
         gen = dense if job.method.is_reference and dense is not None else self.generate(
             job.pipe, job.method, job.model, job.prompt, job.seed, job.device)
-        nets = available_nets() if job.metrics.lpips == "auto" else tuple(job.metrics.lpips)
-        row = video_metrics(ref_frames, gen.frames, nets)
+        row = video_metrics(ref_frames, gen.frames, lpips_nets(job.metrics))
         calls = summarise_calls(gen.calls)
         shape = job.model.shape(self.frames, self.height, self.width, self.steps, self.guidance_scale)
         flops = flops_from_stats(shape, [c["density"] for c in gen.calls]) if gen.calls else {}
@@ -149,6 +159,10 @@ class DenseReferences:
             atomic_write(path, buf.getvalue())
         self.timings[key] = gen
         return gen, gen.frames
+
+
+def lpips_nets(metrics) -> tuple[str, ...]:
+    return tuple(available_nets()) if metrics.lpips == "auto" else tuple(metrics.lpips)
 
 
 def _per_step(forward_ms: list, steps: int):

@@ -56,10 +56,10 @@ def test_failing_row_records_error_and_sweep_goes_on(tmp_path, cache_dir, monkey
 
     monkeypatch.setattr(SVG2Method, "plan", out_of_memory)
     methods = "[{name: svg2}, {name: dense}]"
-    value = run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", f"sweep.methods={methods}")
+    summary = run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", f"sweep.methods={methods}")
     rows = {r["method"]: r for r in ResultStore(tmp_path).rows()}
     assert rows["svg2"]["status"] == "error" and "out of memory (simulated)" in rows["svg2"]["error"]
-    assert rows["dense"]["status"] == "ok" and value == math.inf
+    assert rows["dense"]["status"] == "ok" and summary.objective == math.inf and summary.failed == 1
     df = pd.read_csv(tmp_path / "results.csv")
     assert set(df["status"]) == {"ok", "error"}
 
