@@ -22,12 +22,24 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files get the permissions of any file this user creates (mkstemp's are 0600): on a shared results folder,
+# other users can read what every writer wrote.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -138,20 +150,29 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> tuple[str | None, bool | None]:
-    """HEAD and whether tracked files differ from it; SVG2_COMMIT names it where the tree has no .git
-    (a copy sent to a GPU machine)."""
+def _git_commit(root: Path = REPO) -> tuple[str, bool | None]:
+    """HEAD of this project's repository and whether tracked files differ from it. ``SVG2_COMMIT`` names it where
+    the code runs from a copy (a GPU machine's); a repository that only encloses the copy is not this project's,
+    so its HEAD is never recorded: then the commit is 'unknown'."""
     if os.environ.get("SVG2_COMMIT"):
         return os.environ["SVG2_COMMIT"], None
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
 
     try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve() or not _is_project(root):
+            return "unknown", None
         head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return None, None
         dirty = git("status", "--porcelain", "--untracked-files=no")
         return head.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
-        return None, None
+        return "unknown", None
+
+
+def _is_project(root: Path) -> bool:
+    try:
+        return 'name = "svg2"' in (root / "pyproject.toml").read_text()
+    except OSError:
+        return False

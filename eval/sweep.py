@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
 import time
 import traceback
@@ -79,15 +80,19 @@ def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
         method.check_shape(**geometry)
     store = ResultStore(cfg.results_dir)
     cache = Path(cfg.cache_dir).expanduser()
+    # what the row's numbers depend on beyond method, model, workload and item: how they are computed
+    measured = {k: v for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items() if k != "frontier"}
     identity = dict(sweep=cfg.sweep.name, model=model.name, model_kind=model.kind, workload=workload.name,
                     **{f"workload.{k}": (str(v) if isinstance(v, (list, tuple)) else v)
                        for k, v in workload.identity().items() if k != "name"},
-                    device=device, hardware=hardware(device), **environment())
+                    **{f"metrics.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in measured.items()},
+                    device=device, hardware=hardware(device), host=platform.node(), pid=os.getpid(),
+                    **environment())
     jobs = []
     for method in methods:
         for prompt, seed in items:
-            key = stable_key(asdict(method.config), method.name, model.identity(), workload.identity(), prompt,
-                             seed, hardware(device))
+            key = stable_key(asdict(method.config), method.name, model.identity(), workload.identity(), measured,
+                             prompt, seed, hardware(device))
             jobs.append((key, method, prompt, seed))
     summary, objective = Summary(), []
     done = [key for key, *_ in jobs if store.finished(key)]
@@ -172,18 +177,26 @@ class _Drop(logging.Filter):
 
 @contextmanager
 def logging_quiet():
-    """``num_frames - 1 has to be divisible by 1`` (once per pipeline call: the embedded VAE has no temporal
-    compression, so WanPipeline "rounds" every frame count) and the text-encoder type notice of loading."""
+    """Drops ``num_frames - 1 has to be divisible by 1`` (once per pipeline call: the embedded VAE has no temporal
+    compression, so WanPipeline "rounds" every frame count) and the text-encoder type notice of loading, and the
+    libraries' loading bars (the sweep has its own progress)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     drop = _Drop()
-    handlers = [h for h in logging.getLogger("diffusers").handlers]
-    loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict if name.startswith("diffusers")]
-    for target in (*handlers, *loggers):
-        target.addFilter(drop)
+    handlers = diffusers_logging.get_logger().handlers  # (configures the library's root handler first)
+    libraries = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    for h in handlers:
+        h.addFilter(drop)
+    for lib in libraries:
+        lib.disable_progress_bar()
     try:
         yield
     finally:
-        for target in (*handlers, *loggers):
-            target.removeFilter(drop)
+        for h in handlers:
+            h.removeFilter(drop)
+        for lib in libraries:
+            lib.enable_progress_bar()
 
 
 def measure(workload, job: Job, cfg: DictConfig) -> dict:

@@ -2,8 +2,10 @@
 
 Scores are centroid dot products ``Cq·Ckᵀ/√D``. Per query cluster, a softmax over key clusters
 weighted by key-cluster size estimates how much attention mass each key cluster takes; the budget
-keeps the smallest set of key clusters whose mass reaches ``top_p`` (or the ``top_k`` heaviest),
-never fewer than ``ceil(min_kc_ratio·KC)``. Ties in mass go to the lower cluster index.
+keeps, heaviest first, every key cluster whose preceding mass is at most ``top_p`` (the smallest set
+reaching it, plus the one that crosses it: the reference implementation's rule), or the ``top_k``
+heaviest, never fewer than ``int(min_kc_ratio·KC)`` (floored, as the reference does). Ties in mass go to
+the lower cluster index.
 """
 from __future__ import annotations
 
@@ -49,9 +51,9 @@ def segment_means(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor
     return sums / counts.clamp_min(1)[..., None]
 
 
-def centroid_scores(cq: torch.Tensor, ck: torch.Tensor) -> torch.Tensor:
-    """(N, QC, D), (N, KC, D) -> (N, QC, KC) float32 scores Cq·Ckᵀ/√D."""
-    return torch.bmm(cq.float(), ck.float().transpose(1, 2)) / math.sqrt(cq.shape[-1])
+def centroid_scores(cq: torch.Tensor, ck: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, QC, D), (N, KC, D) -> (N, QC, KC) float32 scores Cq·Ckᵀ/√D, the product taken in ``dtype``."""
+    return torch.bmm(cq.to(dtype), ck.to(dtype).transpose(1, 2)).float() / math.sqrt(cq.shape[-1])
 
 
 def cluster_mass(scores: torch.Tensor, col_sizes: torch.Tensor) -> torch.Tensor:
@@ -90,7 +92,7 @@ def select_by_mass(
         raise ValueError(f"top_p={top_p!r}, top_k={top_k!r}; expected exactly one budget")
     kc = mass.shape[-1]
     check_fraction("min_kc_ratio", min_kc_ratio, allow_zero=True)
-    min_keep = math.ceil(min_kc_ratio * kc)
+    min_keep = int(min_kc_ratio * kc)
     if top_p is not None:
         check_fraction("top_p", top_p)
         if top_p >= 1.0:
@@ -98,7 +100,7 @@ def select_by_mass(
         sorted_mass, order = torch.sort(mass, dim=-1, descending=True, stable=True)
         before = torch.cumsum(sorted_mass, dim=-1) - sorted_mass  # mass strictly before each rank
         rank = torch.arange(kc, device=mass.device)
-        keep_sorted = (before < top_p) | (rank < min_keep)
+        keep_sorted = (before <= top_p) | (rank < min_keep)  # rank 0 has nothing before it: always kept
         return torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= kc:
         raise ValueError(f"top_k={top_k!r}; expected an integer in [1, KC={kc}]")

@@ -124,12 +124,14 @@ def kmeans(
     init: str = "random",
     seed: int = 0,
     centroids: torch.Tensor | None = None,
+    centroid_dtype: torch.dtype | None = None,
 ) -> KMeansResult:
     """Run ``iters`` Lloyd iterations on (N, S, D) from seeded init or warm-start ``centroids`` (N, K, D).
 
     Each iteration assigns every token to its nearest centroid, then moves each centroid to the
     mean of its tokens; the result holds the last assignment and the means of exactly those labels
-    (empty clusters keep their previous centroid). ``iters=0`` only assigns.
+    (empty clusters keep their previous centroid). ``iters=0`` only assigns. ``centroid_dtype``: centroids are
+    rounded to it after every update (the reference keeps them in the inputs' bf16); they stay float32 tensors.
     """
     if x.dim() != 3:
         raise ValueError(f"x has {x.dim()} dims (shape {tuple(x.shape)}); expected (N, S, D)")
@@ -149,6 +151,8 @@ def kmeans(
     for _ in range(iters):
         labels = kmeans_assign(x, c)
         c, sizes = kmeans_update(x, labels, c)
+        if centroid_dtype is not None:
+            c = c.to(centroid_dtype).float()
     return KMeansResult(labels=labels, centroids=c, sizes=sizes, iters=iters)
 
 

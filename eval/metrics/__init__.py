@@ -7,11 +7,11 @@ from eval.metrics.frames import psnr, ssim
 from eval.metrics.perceptual import available_nets, lpips_distance
 
 
-def video_metrics(ref, out, lpips_nets=("alex",)) -> dict:
+def video_metrics(ref, out, lpips_nets=("alex",), ssim_window: str = "gaussian", lpips_inputs: str = "signed") -> dict:
     """PSNR, SSIM and LPIPS (per net) of a (T, C, H, W) video in [0, 1] against its dense reference."""
-    row = {"psnr": psnr(ref, out), "ssim": ssim(ref, out)}
+    row = {"psnr": psnr(ref, out), "ssim": ssim(ref, out, window=ssim_window)}
     for net in lpips_nets:
-        row["lpips" if net == "alex" else f"lpips_{net}"] = lpips_distance(ref, out, net)
+        row["lpips" if net == "alex" else f"lpips_{net}"] = lpips_distance(ref, out, net, inputs=lpips_inputs)
     return row
 
 

@@ -1,9 +1,11 @@
 """Frame-level quality of a generated video against its dense reference.
 
 Videos are (T, C, H, W) float tensors in [0, 1]. PSNR and SSIM are computed per frame and averaged over
-frames; SSIM uses the standard Gaussian window (11×11, σ 1.5, K1 0.01, K2 0.03, data range 1), channels
-averaged, border excluded: the same numbers as ``skimage.metrics.structural_similarity(...,
+frames. SSIM by default uses the standard Gaussian window (11×11, σ 1.5, K1 0.01, K2 0.03, data range 1),
+channels averaged, border excluded: the same numbers as ``skimage.metrics.structural_similarity(...,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=...)``.
+``window='uniform'`` is the reference implementation's metric script (Sparse-VideoGen svg/utils/metric.py):
+an 11×11 box filter with zero padding of 5 (padding counted in the means), averaged over every pixel.
 """
 from __future__ import annotations
 
@@ -38,9 +40,14 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return g[:, None] * g[None, :]  # (size, size)
 
 
-def ssim(ref: torch.Tensor, out: torch.Tensor, size: int = 11, sigma: float = 1.5) -> float:
-    """Mean SSIM over frames, channels and interior pixels."""
+SSIM_WINDOWS = ("gaussian", "uniform")
+
+
+def ssim(ref: torch.Tensor, out: torch.Tensor, size: int = 11, sigma: float = 1.5, window: str = "gaussian") -> float:
+    """Mean SSIM over frames, channels and pixels (interior pixels for the Gaussian window)."""
     check_pair(ref, out)
+    if window not in SSIM_WINDOWS:
+        raise ValueError(f"ssim window={window!r}; expected one of {SSIM_WINDOWS}")
     t, c, h, w = ref.shape
     if h < size or w < size:
         raise ValueError(f"frames are {h}x{w}; SSIM with an {size}x{size} window needs at least {size}x{size}")
@@ -48,6 +55,8 @@ def ssim(ref: torch.Tensor, out: torch.Tensor, size: int = 11, sigma: float = 1.
     win = gaussian_window(size, sigma)[None, None].to(x.device)
 
     def filt(z):
+        if window == "uniform":
+            return F.avg_pool2d(z, size, stride=1, padding=size // 2)  # zeros counted, as the reference does
         return F.conv2d(z, win)  # valid: skimage crops the (size-1)/2 border the same way
 
     mx, my = filt(x), filt(y)

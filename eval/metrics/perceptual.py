@@ -45,14 +45,19 @@ def lpips_model(net: str = "alex", device: str = "cpu"):
 
 
 @torch.no_grad()
-def lpips_distance(ref: torch.Tensor, out: torch.Tensor, net: str = "alex", batch: int = 16) -> float:
-    """Mean over frames of LPIPS between (T, 3, H, W) videos in [0, 1] (scaled to [-1, 1] inside)."""
+def lpips_distance(ref: torch.Tensor, out: torch.Tensor, net: str = "alex", batch: int = 16,
+                   inputs: str = "signed") -> float:
+    """Mean over frames of LPIPS between (T, 3, H, W) videos in [0, 1], scaled to the [-1, 1] LPIPS expects
+    (``inputs='signed'``), or passed as they are (``'unit'``: what the reference implementation's metric script
+    does, Sparse-VideoGen svg/utils/metric.py)."""
     check_pair(ref, out)
+    if inputs not in ("signed", "unit"):
+        raise ValueError(f"lpips inputs={inputs!r}; expected 'signed' ([-1, 1]) or 'unit' ([0, 1], the reference)")
     if ref.shape[1] != 3:
         raise ValueError(f"LPIPS needs RGB frames; got {ref.shape[1]} channels")
     if min(ref.shape[-2:]) < 32:
         raise ValueError(f"frames are {tuple(ref.shape[-2:])}; LPIPS {net} needs at least 32x32")
     model = lpips_model(net, str(ref.device))
-    dists = [model(r.float() * 2 - 1, o.float() * 2 - 1).flatten()
-             for r, o in zip(ref.split(batch), out.split(batch))]
+    scale = (lambda z: z.float() * 2 - 1) if inputs == "signed" else (lambda z: z.float())
+    dists = [model(scale(r), scale(o)).flatten() for r, o in zip(ref.split(batch), out.split(batch))]
     return float(torch.cat(dists).mean())

@@ -70,7 +70,7 @@ class VideoWorkload:
         # the reference's row is the reference generation itself (same process, same timing)
         gen = dense if job.method.is_reference and dense is not None else self.generate(
             job.pipe, job.method, job.model, job.prompt, job.seed, job.device)
-        row = video_metrics(ref_frames, gen.frames, lpips_nets(job.metrics))
+        row = video_metrics(ref_frames, gen.frames, lpips_nets(job.metrics), job.metrics.ssim, job.metrics.lpips_inputs)
         calls = summarise_calls(gen.calls)
         shape = job.model.shape(self.frames, self.height, self.width, self.steps, self.guidance_scale)
         flops = flops_from_stats(shape, [c["density"] for c in gen.calls]) if gen.calls else {}

@@ -29,6 +29,8 @@ class MethodConfig:
 
     dense_steps: float = 0      # first denoising steps run dense: a count, or a fraction (< 1) of num_steps
     dense_layers: int = 0       # first layers run dense
+    dense_rounding: str = "ceil"  # a fractional dense_steps covers ceil(f*steps) steps; 'floor': the reference's
+    #                               threshold on the scheduler's timesteps, floor(f*steps)
     dense_backend: str = "auto"  # SDPA backend for dense calls; 'auto' = fastest available
     check_finite: bool = True   # reject NaN/inf inputs (synchronises; skipped during CUDA graph capture)
     profile: bool = True        # per-stage timings in the call statistics
@@ -122,6 +124,8 @@ class AttentionMethod:
         if isinstance(c.dense_steps, bool) or not isinstance(c.dense_steps, (int, float)) or c.dense_steps < 0:
             raise ValueError(f"dense_steps={c.dense_steps!r}; expected a step count or a fraction of the steps, >= 0")
         check_int("dense_layers", c.dense_layers)
+        if c.dense_rounding not in ("ceil", "floor"):
+            raise ValueError(f"dense_rounding={c.dense_rounding!r}; expected 'ceil' or 'floor'")
 
     def check_shape(self, *, tokens: int, grid: tuple[int, int, int] | None, heads: int, head_dim: int) -> None:
         """Shape checks a harness runs once the model's config is read, before any weights load."""
@@ -143,8 +147,13 @@ class AttentionMethod:
             if self.state.num_steps is None:
                 raise ValueError(
                     f"dense_steps={dense_steps} is a fraction of the denoising steps; call reset(num_steps=...) first")
-            dense_steps = math.ceil(dense_steps * self.state.num_steps)
+            rounding = math.ceil if c.dense_rounding == "ceil" else math.floor
+            dense_steps = rounding(dense_steps * self.state.num_steps)
         return step < dense_steps
+
+    def state_key(self, layer: int, branch: int) -> tuple[int, int]:
+        """Which state a call reads and updates: one per (layer, CFG branch)."""
+        return layer, branch
 
     def __call__(self, q, k, v, *, layer: int = 0, branch: int = 0, step: int | None = None,
                  grid: tuple[int, int, int] | None = None, video: slice | None = None,
@@ -159,16 +168,18 @@ class AttentionMethod:
         capturing = is_capturing(q)
         step = self.state.step if step is None else step
         timer = StageTimer(q.device, enabled=self.config.profile and not capturing)
+        part = tuple(t[:, :, video] for t in (q, k, v)) if joint else (q, k, v)
+        layer_state = self.state.layer(*self.state_key(layer, branch))
         if self.runs_dense(layer, step):
+            iters = self.observe_dense(*part, layer, layer_state, timer)
             with timer.stage("attend"):
                 out = masked_dense_attention(q, k, v, key_mask, self.config.dense_backend)
-            density, iters, ran_dense = 1.0, 0, True
+            density, ran_dense = 1.0, True
         else:
-            part = tuple(t[:, :, video] for t in (q, k, v)) if joint else (q, k, v)
             if self.config.check_finite and not capturing:
                 for name, t in zip("qkv", part):
                     check_finite(name, t)
-            plan = self.plan(*part, self.state.layer(layer, branch), grid, timer)
+            plan = self.plan(*part, layer_state, grid, timer)
             if joint:
                 with timer.stage("select"):
                     plan = extend_plan(plan, b, h, s, video, key_mask)
@@ -179,3 +190,8 @@ class AttentionMethod:
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer: StageTimer) -> Plan:
         raise NotImplementedError
+
+    def observe_dense(self, q, k, v, layer: int, layer_state: LayerState, timer: StageTimer) -> int:
+        """Called on the calls the warm-up runs dense (video tokens only); a method may update its state there.
+        Returns the k-means iterations it ran (none by default)."""
+        return 0

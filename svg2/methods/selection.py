@@ -14,7 +14,7 @@ class BudgetConfig(MethodConfig):
 
     top_p: float | None = 0.9    # keep the smallest set of key clusters holding this attention mass
     top_k: int | None = None     # or the k heaviest key clusters (set top_p to None)
-    min_kc_ratio: float = 0.10   # never fewer than ceil(min_kc_ratio * KC) key clusters
+    min_kc_ratio: float = 0.10   # never fewer than int(min_kc_ratio * KC) key clusters
 
     def check_budget(self) -> None:
         if (self.top_p is None) == (self.top_k is None):

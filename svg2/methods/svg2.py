@@ -27,11 +27,25 @@ class SVG2Config(BudgetConfig):
     seed: int = 0
     align_q_tile: int = 0         # > 0: move a few boundary queries so query cluster sizes become multiples of
     #                               this (64 = the Triton kernel's query tile); 0 = plain k-means labels (upstream)
+    zero_step_kmeans: bool = False  # also cluster during the dense warm-up steps (50 iterations at the first
+    #                                 call, then kmeans_iters_step a call), so the first sparse step starts warm;
+    #                                 the reference's Hunyuan and Wan I2V 480p scripts do
+    share_cfg_state: bool = False  # one centroid cache per layer shared by the CFG branches (the reference's Wan
+    #                                integration); default: one per (layer, branch)
+    centroid_dtype: str = "float32"  # 'input': centroids rounded to the inputs' dtype after every update and the
+    #                                  centroid scores taken in it (the reference, bf16 on real models)
+    upstream: bool = False        # every reference rule at once: dense_rounding 'floor', share_cfg_state,
+    #                               centroid_dtype 'input' (set on these fields when the config is built)
 
     def family(self) -> str:
         return f"QC{self.num_q_clusters}/KC{self.num_k_clusters}" + (f" align{self.align_q_tile}"
                                                                      if self.align_q_tile else "")
 
+
+# Rules of the reference implementation kept out of ``upstream``, on purpose: at top_p = 1 it drops tiny key
+# clusters through rounding in its cumulative sum (here top_p = 1 keeps every non-empty cluster), and on Hunyuan it
+# gives padding text tokens rows of their own (here padding is never attended and its queries follow the text).
+UPSTREAM_RULES = dict(dense_rounding="floor", share_cfg_state=True, centroid_dtype="input")
 
 # Upstream settings (Sparse VideoGen2 release): QC by resolution, KC 1000, top_p 0.9, min_kc_ratio 0.1,
 # 50 then 2 k-means iterations, dense warm-up over the first 20-30% of steps and layer 0.
@@ -67,6 +81,35 @@ class SVG2Method(AttentionMethod):
         check_int("align_q_tile", c.align_q_tile, hint="0 = off, 64 = the kernel's query tile")
         if c.kmeans_init not in ("random", "kmeans++"):
             raise ValueError(f"kmeans_init={c.kmeans_init!r}; expected 'random' or 'kmeans++'")
+        if c.centroid_dtype not in ("float32", "input"):
+            raise ValueError(f"centroid_dtype={c.centroid_dtype!r}; expected 'float32' or 'input'")
+        if c.upstream:
+            for field, value in UPSTREAM_RULES.items():
+                setattr(c, field, value)
+
+    def state_key(self, layer: int, branch: int) -> tuple[int, int]:
+        return (layer, 0) if self.config.share_cfg_state else (layer, branch)
+
+    def observe_dense(self, q, k, v, layer, layer_state, timer) -> int:
+        if not self.config.zero_step_kmeans or layer < self.config.dense_layers:
+            return 0  # (layers that stay dense never need centroids)
+        return self._cluster(q, k, layer_state, timer)[-1]
+
+    def _cluster(self, q, k, layer_state: LayerState, timer):
+        """k-means of queries and keys, warm-started from the layer's cache when it fits; updates the cache."""
+        b, h, s, d = q.shape
+        n, c = b * h, self.config
+        warm = layer_state.calls > 0 and _fits(layer_state.q_centroids, n, c.num_q_clusters, d)
+        iters = c.kmeans_iters_step if warm else c.kmeans_iters_first
+        dtype = q.dtype if c.centroid_dtype == "input" else None
+        with timer.stage("cluster"):
+            qk = kmeans(q.reshape(n, s, d), c.num_q_clusters, iters, init=c.kmeans_init, seed=c.seed,
+                        centroids=layer_state.q_centroids if warm else None, centroid_dtype=dtype)
+            kk = kmeans(k.reshape(n, s, d), c.num_k_clusters, iters, init=c.kmeans_init, seed=c.seed + 1,
+                        centroids=layer_state.k_centroids if warm else None, centroid_dtype=dtype)
+        layer_state.q_centroids, layer_state.k_centroids = qk.centroids, kk.centroids
+        layer_state.calls += 1
+        return qk, kk, iters
 
     def check_shape(self, *, tokens, grid, heads, head_dim) -> None:
         check_clusters("num_q_clusters", self.config.num_q_clusters, tokens)
@@ -78,21 +121,15 @@ class SVG2Method(AttentionMethod):
         c = self.config
         check_clusters("num_q_clusters", c.num_q_clusters, s)
         check_clusters("num_k_clusters", c.num_k_clusters, s)
-        warm = layer_state.calls > 0 and _fits(layer_state.q_centroids, n, c.num_q_clusters, d)
-        iters = c.kmeans_iters_step if warm else c.kmeans_iters_first
-        with timer.stage("cluster"):
-            qk = kmeans(q.reshape(n, s, d), c.num_q_clusters, iters, init=c.kmeans_init, seed=c.seed,
-                        centroids=layer_state.q_centroids if warm else None)
-            kk = kmeans(k.reshape(n, s, d), c.num_k_clusters, iters, init=c.kmeans_init, seed=c.seed + 1,
-                        centroids=layer_state.k_centroids if warm else None)
-            q_labels = qk.labels
-            if c.align_q_tile > 1:
+        qk, kk, iters = self._cluster(q, k, layer_state, timer)
+        q_labels = qk.labels
+        if c.align_q_tile > 1:
+            with timer.stage("cluster"):
                 # Only the layout changes: the centroids (selection, next call's warm start) stay k-means'.
                 q_labels = align_cluster_sizes(q.reshape(n, s, d), qk.labels, qk.centroids, c.align_q_tile)
-        layer_state.q_centroids, layer_state.k_centroids = qk.centroids, kk.centroids
-        layer_state.calls += 1
         with timer.stage("select"):
-            mass = cluster_mass(centroid_scores(qk.centroids, kk.centroids), kk.sizes)
+            dtype = q.dtype if c.centroid_dtype == "input" else torch.float32
+            mass = cluster_mass(centroid_scores(qk.centroids, kk.centroids, dtype), kk.sizes)
             keep = select_by_mass(mass, kk.sizes, **c.budget())
             # Key clusters are laid out in this order (not by label), so the ones a query cluster keeps
             # tend to be adjacent: the kernel reads them as fewer, longer runs. Same attention either way.

@@ -116,3 +116,40 @@ def test_flops_cli_prints_the_paper_columns(capsys, monkeypatch):
     dense, sparse = (line.split("|")[1:-1] for line in lines[2:4])
     assert dense[3].strip() == "1.000" and float(sparse[3]) == pytest.approx(0.2 + 0.8 * 880 / 4000, abs=1e-3)
     assert float(sparse[4]) < float(dense[4]) == float(dense[5])
+
+
+def test_uniform_window_ssim_is_the_reference_scripts():
+    # The reference's metric script, written out: per frame, 11x11 box means with zero padding 5 (padding counted),
+    # SSIM map averaged over every pixel and channel.
+    import torch.nn.functional as F
+
+    from eval.metrics import ssim
+
+    torch.manual_seed(0)
+    ref = torch.rand(3, 3, 40, 36)
+    out = (ref + 0.1 * torch.randn_like(ref)).clamp(0, 1)
+
+    def reference(a, b):
+        pool = lambda z: F.avg_pool2d(z, kernel_size=11, stride=1, padding=5)  # noqa: E731
+        mu1, mu2 = pool(a), pool(b)
+        s1, s2, s12 = pool(a * a) - mu1 ** 2, pool(b * b) - mu2 ** 2, pool(a * b) - mu1 * mu2
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        return (((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1 ** 2 + mu2 ** 2 + c1) * (s1 + s2 + c2))).mean()
+
+    expected = sum(float(reference(ref[i:i + 1].double(), out[i:i + 1].double())) for i in range(3)) / 3
+    assert abs(ssim(ref, out, window="uniform") - expected) < 1e-12
+    assert abs(ssim(ref, out) - ssim(ref, out, window="uniform")) > 1e-4  # not the default's number
+    with pytest.raises(ValueError, match="window='box'"):
+        ssim(ref, out, window="box")
+
+
+def test_lpips_unit_inputs_feed_frames_as_they_are():
+    from eval.metrics.perceptual import lpips_distance, lpips_model
+
+    torch.manual_seed(0)
+    ref = torch.rand(2, 3, 32, 32)
+    out = (ref + 0.2 * torch.randn_like(ref)).clamp(0, 1)
+    model = lpips_model("alex")
+    expected = float(model(ref, out).mean())
+    assert abs(lpips_distance(ref, out, inputs="unit") - expected) < 1e-6
+    assert abs(lpips_distance(ref, out) - float(model(ref * 2 - 1, out * 2 - 1).mean())) < 1e-6

@@ -75,3 +75,26 @@ def test_resume_says_once_how_many_rows_it_skips(tmp_path, cache_dir, capsys):
     out = capsys.readouterr().out
     assert out.count("already done") == 1 and f"2 of 2 rows already done in {tmp_path}: skipped" in out
     assert len(ResultStore(tmp_path).rows()) == 2
+
+
+def test_result_files_are_readable_by_others_and_the_commit_is_this_projects(tmp_path, monkeypatch):
+    import os
+    import subprocess
+
+    from eval.results import FILE_MODE, _git_commit, atomic_write
+
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write(tmp_path / "a.json", b"{}")  # through mkstemp, which creates 0600
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == FILE_MODE == 0o666 & ~umask
+    # A copy of the project without .git inside another repository records 'unknown', not that repository's HEAD.
+    outer = tmp_path / "outer"
+    (outer / "copy").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    subprocess.run(["git", "-C", str(outer), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True)
+    (outer / "copy" / "pyproject.toml").write_text('[project]\nname = "svg2"\n')
+    monkeypatch.delenv("SVG2_COMMIT", raising=False)
+    assert _git_commit(outer / "copy") == ("unknown", None)
+    monkeypatch.setenv("SVG2_COMMIT", "abc123")
+    assert _git_commit(outer / "copy") == ("abc123", None)

@@ -159,3 +159,59 @@ def test_positional_tiles_need_the_grid():
     with pytest.raises(ValueError, match=r"grid=\(2, 5, 5\) has 50 tokens; q has S=60"):
         m(q, k, v, grid=(2, 5, 5))
     assert m(q, k, v, grid=(3, 4, 5)).shape == q.shape
+
+
+def test_dense_rounding_floor_is_the_references_threshold():
+    q, k, v = qkv()
+    for rounding, dense in (("ceil", [True, True, True, False]), ("floor", [True, True, False, False])):
+        m = build_method("svg2", dense_steps=0.25, dense_rounding=rounding, **SMALL)
+        m.reset(num_steps=10)  # 2.5 steps: ceil 3, floor 2
+        for step in range(4):
+            m.set_step(step)
+            m(q, k, v)
+        assert [s.ran_dense for s in m.stats] == dense
+
+
+def test_shared_cfg_state_warm_starts_the_second_branch_from_the_first():
+    q, k, v = qkv()
+    own = build_method("svg2", **SMALL)
+    shared = build_method("svg2", share_cfg_state=True, **SMALL)
+    for m in (own, shared):
+        m(q, k, v, layer=0, branch=0)
+        m(q, k, v, layer=0, branch=1)
+    assert [s.kmeans_iters for s in own.stats] == [5, 5] and set(own.state.layers) == {(0, 0), (0, 1)}
+    assert [s.kmeans_iters for s in shared.stats] == [5, 2] and set(shared.state.layers) == {(0, 0)}
+
+
+def test_zero_step_kmeans_clusters_during_the_warm_up_so_the_first_sparse_step_is_warm():
+    q, k, v = qkv()
+    for zero_step, first_sparse in ((False, 5), (True, 2)):
+        m = build_method("svg2", dense_steps=2, dense_layers=1, zero_step_kmeans=zero_step, **SMALL)
+        for step in range(3):
+            for layer in range(2):
+                m(q, k, v, layer=layer, step=step)
+        iters = {(s.step, s.layer): s.kmeans_iters for s in m.stats}
+        assert iters[(2, 1)] == first_sparse
+        assert iters[(0, 0)] == 0 and iters[(2, 0)] == 0  # a layer that stays dense never clusters
+        assert iters[(0, 1)] == (5 if zero_step else 0) and iters[(1, 1)] == (2 if zero_step else 0)
+        assert all(s.ran_dense for s in m.stats if s.step < 2)
+
+
+def test_input_dtype_centroids_are_rounded_to_it():
+    q, k, v = (t.bfloat16() for t in qkv())
+    m = build_method("svg2", centroid_dtype="input", **SMALL)
+    m(q, k, v)
+    c = m.state.layer(0, 0).k_centroids
+    assert c.dtype == torch.float32 and torch.equal(c, c.bfloat16().float())
+    fp32 = build_method("svg2", **SMALL)
+    fp32(q, k, v)
+    assert not torch.equal(fp32.state.layer(0, 0).k_centroids.bfloat16().float(), fp32.state.layer(0, 0).k_centroids)
+
+
+def test_upstream_switch_sets_every_reference_rule():
+    c = build_method("svg2", upstream=True, **SMALL).config
+    assert (c.dense_rounding, c.share_cfg_state, c.centroid_dtype) == ("floor", True, "input")
+    with pytest.raises(ValueError, match="centroid_dtype='bf16'"):
+        build_method("svg2", centroid_dtype="bf16")
+    with pytest.raises(ValueError, match="dense_rounding='round'"):
+        build_method("positional", dense_rounding="round")
