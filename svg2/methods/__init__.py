@@ -4,8 +4,14 @@ from __future__ import annotations
 from svg2.methods.base import AttentionMethod, AttentionState, CallStats, DenseMethod, MethodConfig, Plan, execute_plan
 from svg2.methods.positional import PositionalConfig, PositionalMethod
 from svg2.methods.svg2 import SVG2_PRESETS, SVG2Config, SVG2Method, svg2_preset
+from svg2.methods.xattention import XAttentionMethod
+from svg2.methods.sparge import SpargeMethod
+from svg2.methods.draft import DraftMethod
 
 METHODS: dict[str, type[AttentionMethod]] = {m.name: m for m in (DenseMethod, PositionalMethod, SVG2Method)}
+METHODS[XAttentionMethod.name] = XAttentionMethod
+METHODS[SpargeMethod.name] = SpargeMethod
+METHODS[DraftMethod.name] = DraftMethod
 
 
 def build_method(name: str, **config) -> AttentionMethod:
