@@ -1,7 +1,8 @@
 """XAttention (arXiv 2503.16428): block importance from strided antidiagonal scores, kept up to a cumulative
 mass threshold.
 
-Source: mit-han-lab/x-attention @ e379887. ``xattn/src/Xattention.py``: ``xattn_estimate`` (torch path,
+Source: mit-han-lab/x-attention @ e379887. ``xattn/src/Xattention.py``: ``xattn_estimate`` (torch path, which
+is also what upstream runs on an H200: its Triton estimate is used only on devices whose name contains "100";
 ``select_mode="inverse"``, ``causal=False``, ``kdb=1``, ``norm=1``, as the HunyuanVideo integration
 ``eval/HunyuanVideo/hyvideo/modules/attenion.py`` calls it) and ``Xattention_prefill`` (chunk size, block 128
 asserted); ``xattn/src/utils.py::find_blocks_chunked`` (non-causal branch). Defaults: threshold 0.9, stride 16
