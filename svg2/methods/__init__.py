@@ -3,9 +3,15 @@ from __future__ import annotations
 
 from svg2.methods.base import AttentionMethod, AttentionState, CallStats, DenseMethod, MethodConfig, Plan, execute_plan
 from svg2.methods.positional import PositionalConfig, PositionalMethod
+from svg2.methods.radial import RadialMethod
+from svg2.methods.sta import STAMethod
+from svg2.methods.svg1 import SVG1Method
 from svg2.methods.svg2 import SVG2_PRESETS, SVG2Config, SVG2Method, svg2_preset
 
 METHODS: dict[str, type[AttentionMethod]] = {m.name: m for m in (DenseMethod, PositionalMethod, SVG2Method)}
+METHODS["svg1"] = SVG1Method
+METHODS["sta"] = STAMethod
+METHODS["radial"] = RadialMethod
 
 
 def build_method(name: str, **config) -> AttentionMethod:
