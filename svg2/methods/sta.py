@@ -127,6 +127,7 @@ class STAMethod(AttentionMethod):
                 raise ValueError("head_windows=(); expected one (t, h, w) window per head")
             c.head_windows = tuple(check_triple(f"head_windows[{i}]", w) for i, w in enumerate(c.head_windows))
         self._strategy = None
+        self._where = (0, 0)  # (layer, step) of the current call
         if c.strategy is not None:
             try:
                 self._strategy = load_strategy(c.strategy)
@@ -154,18 +155,16 @@ class STAMethod(AttentionMethod):
             return vocab, ids
         ids, vocab = self._strategy
         table = self.static.get(("strategy", str(device)), lambda: ids.to(device))
-        step, layer = self.state.step, self._layer_of(layer_state)
+        layer, step = self._where
         if not (step < table.shape[0] and layer < table.shape[1]):
             raise ValueError(f"strategy={c.strategy!r} covers {table.shape[0]} steps x {table.shape[1]} layers; "
                              f"got step {step}, layer {layer}")
         return vocab, table[step, layer]
 
-    def _layer_of(self, layer_state: LayerState) -> int:
-        # LayerState does not carry its layer index; the state dict it lives in does.
-        for (layer, _), st in self.state.layers.items():
-            if st is layer_state:
-                return layer
-        raise ValueError("sta strategy= needs the layer index; call the method with layer=")
+    def __call__(self, q, k, v, *, layer: int = 0, step: int | None = None, **kwargs):
+        # plan() sees neither the layer nor the step of the call; a strategy's windows depend on both.
+        self._where = (layer, self.state.step if step is None else step)
+        return super().__call__(q, k, v, layer=layer, step=step, **kwargs)
 
     def _build(self, s: int, grid, vocab: list, device) -> dict:
         c = self.config

@@ -121,6 +121,7 @@ def test_plan_is_the_release_mask_on_its_blocks(rule, sparsity):
     torch.testing.assert_close(out, masked_attention(q, k, v, ref), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_plan_keeps_a_superset_of_the_token_mask_close_to_it_on_wan_480p():
     # Wan 1.3B 480p grid, release rule and settings: 128-token blocks in each head's layout.
     grid = (21, 30, 52)
@@ -129,18 +130,18 @@ def test_plan_keeps_a_superset_of_the_token_mask_close_to_it_on_wan_480p():
     st = method.static_plan(s, grid, "cpu")
     _, band = band_width(method.config, grid)
     assert band == 4480
-    blocks = torch.arange(s) // 128
-    j = torch.arange(s)
+    j = torch.arange(s, dtype=torch.int32)
+    blocks = j // 128
+    rows = j[::5]  # every 5th query row (5 is prime to 128: every offset inside a block is visited)
     extra = kept = 0
-    for i0 in range(0, s, 4096):  # token mask row chunks: (4096, S) at a time
-        i = torch.arange(i0, min(s, i0 + 4096))
+    for i in rows.split(2048):  # (2048, S) token-mask rows at a time
         tok = ((i[:, None] - j[None, :]).abs() <= band) | (j < fs)[None, :]
         blk = st["keep"][blocks[i]][:, blocks]
         assert not (tok & ~blk).any()  # never drops a pair the release attends
         extra += int((blk & ~tok).sum())
         kept += int(tok.sum())
-    assert kept / s ** 2 == pytest.approx(0.2948, abs=1e-4)
-    assert extra / s ** 2 == pytest.approx(0.0058, abs=1e-4)  # block plan 0.3006
+    assert kept / (rows.numel() * s) == pytest.approx(0.2948, abs=2e-4)
+    assert extra / (rows.numel() * s) == pytest.approx(0.0058, abs=2e-4)  # block plan 0.3006
 
 
 def test_embedded_model_band_is_not_empty_and_maps_the_knob():
