@@ -19,6 +19,10 @@ mask-strategy file; e.g. the released Hunyuan one runs steps 0-14 with the full 
 then, per head, (5, 3, 3), (1, 6, 10), (3, 3, 5), (5, 1, 10) or (5, 6, 1)). Precedence: strategy, then
 head_windows, then window.
 
+attn-gym (``attn_gym/masks/sta.py::generate_sta_mask_mod_3d`` @ 7fdb85d) takes the window in tokens and
+keeps k tiles (k//2 left, k//2 - 1 right) for an even k where FastVideo keeps k + 1; on odd windows the
+two are the same mask (tested), on even ones attn-gym's is a subset.
+
 Generalisation: the release needs the canvas to be a multiple of the tile (it only runs 768×1280
 canvases). Here a grid that is not gets smaller edge tiles (tile counts rounded up), and the rule runs
 on those tile indices; on a multiple it is the release's mask exactly. Note that a window in tiles covers

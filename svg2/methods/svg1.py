@@ -40,6 +40,13 @@ the release turns ``first_times_fp`` / ``first_layers_fp`` into ``floor(f·50)``
 block centres, blocks of the largest divisor of the frame size below 256); the preset uses this
 module's flex rule.
 
+attn-gym (``attn_gym/masks/svg.py`` @ 7fdb85d) is a cross-check with known differences: its spatial mask
+(floor, ``<``, no sink) is the Hunyuan rule here exactly (tested at block level); with its sink on it
+still rounds down with ``<`` where the release's Wan rule rounds up with ``<=`` (90.4 % of entries agree
+at grid (5, 16, 24), sparsity 0.3), and its temporal mask keeps ``|in-frame index difference| <
+width·fs/frames`` in the original order, not the release's token-major band (79.4 % agree with the Wan
+rule, 95.4 % with the Hunyuan rule there).
+
 Differences from the release, on purpose: rows are drawn on the device from a pool of 64 seeded draws
 (one per call of a (layer, branch), cycling), not from the host RNG, so a call needs no host
 synchronisation and can be captured in a CUDA graph; the profiling softmax runs in float32; Hunyuan's

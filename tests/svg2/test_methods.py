@@ -143,7 +143,7 @@ def test_too_many_clusters_and_non_finite_inputs_are_named():
     ("svg2", dict(bogus=1), r"unknown svg2 config fields \['bogus'\]"),
     ("positional", dict(block_size=0), "block_size=0"),
     ("positional", dict(tile=(2, 2)), "tile=\\(2, 2\\)"),
-    ("nope", dict(), r"method='nope'; expected one of \['dense', 'positional', 'svg2'\]"),
+    ("nope", dict(), r"method='nope'; expected one of \['dense', 'positional', 'radial', 'sta', 'svg1', 'svg2'\]"),
     ("dense", dict(dense_layers=-1), "dense_layers=-1"),
 ])
 def test_bad_config_is_named(name, cfg, match):

@@ -174,3 +174,16 @@ def test_one_call_is_captured_in_a_cuda_graph():
     eager = method(q, k, v, grid=grid, step=20, layer=3)
     assert torch.isfinite(out).all()
     assert (out.float() - eager.float()).abs().max() < 1e-2
+
+
+def test_kernel_path_matches_torch_path(monkeypatch):
+    import svg2.attention as attention
+    import svg2.methods.base as base
+
+    grid = (5, 9, 15)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, math.prod(grid), 16, generator=g) for _ in range(3))
+    torch_out = build_method("radial", block_size=32)(q, k, v, grid=grid)
+    for module in (base, attention):
+        monkeypatch.setattr(module, "kernel_covers", lambda t: True)
+    assert (build_method("radial", block_size=32)(q, k, v, grid=grid) - torch_out).abs().max() < 1e-4

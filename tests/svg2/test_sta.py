@@ -190,3 +190,16 @@ def test_one_call_is_captured_in_a_cuda_graph():
     eager = method(q, k, v, grid=grid)
     assert torch.isfinite(out).all()
     assert (out.float() - eager.float()).abs().max() < 1e-2
+
+
+def test_kernel_path_matches_torch_path(monkeypatch):
+    import svg2.attention as attention
+    import svg2.methods.base as base
+
+    grid = (5, 7, 9)
+    q, k, v = qkv(grid, h=3, d=16)
+    cfg = dict(tile=(2, 3, 4), head_windows=((1, 1, 1), (3, 3, 1), (2, 2, 2)))
+    torch_out = build_method("sta", **cfg)(q, k, v, grid=grid)
+    for module in (base, attention):
+        monkeypatch.setattr(module, "kernel_covers", lambda t: True)
+    assert (build_method("sta", **cfg)(q, k, v, grid=grid) - torch_out).abs().max() < 1e-4
