@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from svg2.blocks import BlockMap
+from svg2.methods.base import AttentionMethod
 from svg2.permute import Permutation
 
 
@@ -92,3 +93,14 @@ class StaticCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class GridMethod(AttentionMethod):
+    """A method whose plan follows the latent grid: it needs ``grid`` and keeps its static plan parts."""
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        self.static = StaticCache()
+
+    def check_shape(self, *, tokens: int, grid, heads: int, head_dim: int) -> None:
+        check_grid(self.name, grid, tokens)

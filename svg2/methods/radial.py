@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import torch
 
-from svg2.methods._grid import StaticCache, block_sizes, check_grid, check_positive_int, expand_block_map
-from svg2.methods.base import AttentionMethod, LayerState, MethodConfig, Plan
+from svg2.methods._grid import GridMethod, block_sizes, check_positive_int, expand_block_map
+from svg2.methods.base import LayerState, MethodConfig, Plan
 
 _SPLIT_THRESHOLD = 128  # get_diagonal_split_mask's hard-coded threshold
 
@@ -120,13 +120,9 @@ def radial_block_mask(grid: tuple[int, int, int], config: RadialConfig, device=N
     return out
 
 
-class RadialMethod(AttentionMethod):
+class RadialMethod(GridMethod):
     name = "radial"
     Config = RadialConfig
-
-    def __init__(self, config: RadialConfig | None = None, **overrides):
-        super().__init__(config, **overrides)
-        self.static = StaticCache()
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -136,9 +132,6 @@ class RadialMethod(AttentionMethod):
         check_positive_int("block_size", c.block_size)
         if not isinstance(c.sink, bool):
             raise ValueError(f"sink={c.sink!r}; expected True or False")
-
-    def check_shape(self, *, tokens: int, grid, heads: int, head_dim: int) -> None:
-        check_grid("radial", grid, tokens)
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape

@@ -43,9 +43,8 @@ from dataclasses import dataclass
 
 import torch
 
-from svg2.methods._grid import (StaticCache, check_grid, check_triple, expand_block_map, expand_permutation,
-                                static_permutation)
-from svg2.methods.base import AttentionMethod, LayerState, MethodConfig, Plan
+from svg2.methods._grid import GridMethod, check_triple, expand_block_map, expand_permutation, static_permutation
+from svg2.methods.base import LayerState, MethodConfig, Plan
 from svg2.methods.positional import tile_labels
 
 
@@ -113,13 +112,9 @@ def window_keep(grid: tuple[int, int, int], tile: tuple[int, int, int], window: 
     return keep
 
 
-class STAMethod(AttentionMethod):
+class STAMethod(GridMethod):
     name = "sta"
     Config = STAConfig
-
-    def __init__(self, config: STAConfig | None = None, **overrides):
-        super().__init__(config, **overrides)
-        self.static = StaticCache()
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -140,7 +135,7 @@ class STAMethod(AttentionMethod):
                                  "mask-strategy JSON file") from e
 
     def check_shape(self, *, tokens: int, grid, heads: int, head_dim: int) -> None:
-        check_grid("sta", grid, tokens)
+        super().check_shape(tokens=tokens, grid=grid, heads=heads, head_dim=head_dim)
         c = self.config
         if self._strategy is not None and self._strategy[0].shape[2] != heads:
             raise ValueError(f"strategy={c.strategy!r} has {self._strategy[0].shape[2]} heads per layer; "

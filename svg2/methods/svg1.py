@@ -72,9 +72,9 @@ from dataclasses import dataclass
 import torch
 
 from svg2.checks import check_fraction
-from svg2.methods._grid import (StaticCache, block_sizes, check_grid, check_positive_int, expand_block_map,
+from svg2.methods._grid import (GridMethod, block_sizes, check_grid, check_positive_int, expand_block_map,
                                 static_permutation, token_major_order)
-from svg2.methods.base import AttentionMethod, LayerState, MethodConfig, Plan
+from svg2.methods.base import LayerState, MethodConfig, Plan
 from svg2.permute import Permutation
 
 # Profiling band, in frames, of each rule's get_attention_mask (hard-coded upstream); and whether the rule has
@@ -137,13 +137,9 @@ def profile_band(config: SVG1Config, grid: tuple[int, int, int]) -> float:
     return _PROFILE_FRAMES[config.rule] * grid[1] * grid[2] // config.round_to
 
 
-class SVG1Method(AttentionMethod):
+class SVG1Method(GridMethod):
     name = "svg1"
     Config = SVG1Config
-
-    def __init__(self, config: SVG1Config | None = None, **overrides):
-        super().__init__(config, **overrides)
-        self.static = StaticCache()
 
     def validate_config(self) -> None:
         super().validate_config()
