@@ -30,7 +30,9 @@ a different share of a different canvas: (5, 6, 10) is full at 30×48×80 but no
 33×45×80 (6×6×10 tiles).
 
 Embedded model (16 × 16 × 16): the release tile (6, 8, 8) leaves 3×2×2 tiles, too coarse for a budget;
-4×4×4 tiles of 64 tokens give 4 tiles per axis, where odd windows keep 1, 3 or all 4 tiles per axis.
+4×4×4 tiles of 64 tokens give 4 tiles per axis, where odd windows keep 1, 3 or all 4 tiles per axis, so
+densities are products of 1/4, 3/4 and 1: windows (3, 3, 1) 0.141, (5, 3, 1) 0.1875, (1, 5, 5) 0.25,
+(3, 3, 3) 0.422; 2×4×4 tiles (32 tokens, 8 along time) give (3, 3, 3) 0.211 and (5, 3, 3) 0.352.
 
 Cost: the masks are static (built once per shape and window, cached on the method); a call only indexes
 the cached (windows, tiles, tiles) maps by head: nothing proportional to S × S, no host synchronisation.

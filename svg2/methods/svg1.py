@@ -54,8 +54,9 @@ profile sees video keys only (the release also scores the text columns, dense in
 
 Embedded model (16 × 16 × 16 grid, 256-token frames, ctx 0): the 128-token rounding is two rounding
 steps per frame, so the band never empties (ceil for Wan; floor would need width < 128, i.e. sparsity
-< 0.062). sparsity 0.15 / 0.25 / 0.35 give bands of 384 / 640 / 896 tokens (width 320 / 549 / 790)
-plus the 256-token sink; the profiling band is |ΔI| < 4 blocks (2 frames).
+< 0.062). sparsity 0.1 / 0.15 / 0.25 / 0.35 give bands of 256 / 384 / 640 / 896 tokens (width 210 / 320 /
+549 / 794) plus the 256-token sink: plan densities 0.206 / 0.261 / 0.364 / 0.460 (token masks 0.178 /
+0.234 / 0.339 / 0.437); the profiling band is |ΔI| < 4 blocks (2 frames).
 
 Cost of the selection at Wan 14B 720p (40 heads × 75,600 tokens, D 128, 64 rows): one (64 × S) score
 matmul and three (64 × S) · (S × D) products per head, 40 · 4 · 2 · 64 · 75,600 · 128 = 0.20 TFLOP
