@@ -50,9 +50,13 @@ class MethodConfig:
 
 @dataclass
 class LayerState:
+    """What a method keeps for one (layer, CFG branch) key, and the call it is serving."""
+
     q_centroids: torch.Tensor | None = None  # (N, QC, D) float32
     k_centroids: torch.Tensor | None = None  # (N, KC, D) float32
     calls: int = 0
+    layer: int = 0                           # of the call being planned (methods with per-layer rules read them)
+    step: int = 0
 
 
 @dataclass
@@ -170,6 +174,7 @@ class AttentionMethod:
         timer = StageTimer(q.device, enabled=self.config.profile and not capturing)
         part = tuple(t[:, :, video] for t in (q, k, v)) if joint else (q, k, v)
         layer_state = self.state.layer(*self.state_key(layer, branch))
+        layer_state.layer, layer_state.step = layer, step
         if self.runs_dense(layer, step):
             iters = self.observe_dense(*part, layer, layer_state, timer)
             with timer.stage("attend"):
