@@ -21,6 +21,8 @@ class Plan:
     q_perm: Permutation | None = None
     k_perm: Permutation | None = None
     kmeans_iters: int = 0
+    mass: torch.Tensor | None = None  # (B*H, QC, KC) the method's estimate of each block's share of its query
+    #                                   cluster's attention, where it makes one (for measuring, not executing)
 
 
 def execute_plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Plan, timer: StageTimer) -> torch.Tensor:

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from eval.metrics import SHAPES, cosine_error, relative_l2
+from eval.metrics.attention import plan_quality
 from eval.results import atomic_write, stable_key
 from eval.workloads.base import Job, check_generation, prompt_items
 from eval.workloads.common import ratio, summarise_calls
-from svg2.attention import dense_attention
+from svg2.methods.joint import masked_dense_attention
 from svg2.checks import check_int
 from svg2.methods import METHODS, REFERENCE
 from svg2.timing import Clock, median_ms
@@ -30,6 +31,11 @@ class Captured:
     q: torch.Tensor   # (B, H, S, D)
     k: torch.Tensor
     v: torch.Tensor
+    video: tuple | None = None           # (start, stop) of the video tokens in a joint (video + text) sequence
+    key_mask: torch.Tensor | None = None  # (B, S) bool, False for padding text tokens
+
+    def joint(self) -> dict:
+        return dict(video=slice(*self.video), key_mask=self.key_mask) if self.video is not None else {}
 
 
 class CaptureMethod(METHODS[REFERENCE]):
@@ -40,13 +46,16 @@ class CaptureMethod(METHODS[REFERENCE]):
         self.want = (set(layers), set(steps), set(branches))
         self.captured: list[Captured] = []
 
-    def __call__(self, q, k, v, *, layer=0, branch=0, step=None, grid=None, **joint):
+    def __call__(self, q, k, v, *, layer=0, branch=0, step=None, grid=None, video=None, key_mask=None):
         step = self.state.step if step is None else step
         layers, steps, branches = self.want
         if layer in layers and step in steps and branch in branches:
-            self.captured.append(Captured(layer, step, branch, tuple(grid) if grid else None,
-                                          *(t.detach().cpu().clone() for t in (q, k, v))))
-        return super().__call__(q, k, v, layer=layer, branch=branch, step=step, grid=grid, **joint)
+            self.captured.append(Captured(
+                layer, step, branch, tuple(grid) if grid else None, *(t.detach().cpu().clone() for t in (q, k, v)),
+                video=(video.start, video.stop) if video is not None else None,
+                key_mask=key_mask.detach().cpu().clone() if key_mask is not None else None))
+        return super().__call__(q, k, v, layer=layer, branch=branch, step=step, grid=grid, video=video,
+                                key_mask=key_mask)
 
 
 @dataclass
@@ -82,8 +91,9 @@ class AttentionWorkload:
         if self.shape is not None and self.shape not in SHAPES:
             raise ValueError(f"workload.shape={self.shape!r}; expected one of {sorted(SHAPES)} or null")
         check_generation(self)
-        for name in ("heads", "head_dim", "centres", "repeats"):
+        for name in ("heads", "head_dim", "centres"):
             check_int(f"workload.{name}", getattr(self, name), minimum=1)
+        check_int("workload.repeats", self.repeats, hint="0: no timing")
         check_int("workload.warmup", self.warmup)
         if len(self.grid) != 3:
             raise ValueError(f"workload.grid={self.grid!r}; expected three positive integers (frames, h, w)")
@@ -172,28 +182,53 @@ class AttentionWorkload:
 
 def run_attention_item(workload: AttentionWorkload, calls: list[Captured], method, device: str) -> dict:
     """Score and time ``method`` on each captured call, in step order (so k-means warm-starts as in a
-    generation). Timing repeats run after the scored call, so they measure the warm-started (steady-state)
-    cost, on a copy of the method state that is then discarded."""
+    generation): attention error against dense attention of the same call, and the plan's identification recall,
+    block-mass estimation error and tile waste per head (``eval.metrics.attention.plan_quality``). Timing repeats
+    run after the scored call, so they measure the warm-started (steady-state) cost, on a copy of the method state
+    that is then discarded."""
     clock = Clock(device)
+    dtype = getattr(torch, workload.dtype)
     method.reset(num_steps=workload.steps)
-    errors, per_call, dense_ms, sparse_ms = [], [], [], []
+    method.record_plans = True
+    errors, per_call, dense_ms, sparse_ms, quality = [], [], [], [], []
     for c in sorted(calls, key=lambda c: (c.step, c.layer, c.branch)):
-        q, k, v = (t.to(device) for t in (c.q, c.k, c.v))
-        ref = dense_attention(q, k, v, "auto")
+        q, k, v = (t.to(device, dtype) for t in (c.q, c.k, c.v))
+        joint = c.joint()
+        mask = joint.get("key_mask")
+        mask = mask.to(device) if mask is not None else None
+        joint = {**joint, "key_mask": mask} if joint else {}
+
+        def call():
+            return method(q, k, v, layer=c.layer, branch=c.branch, grid=c.grid, **joint)
+
+        ref = masked_dense_attention(q, k, v, mask, "auto")
         method.set_step(c.step)
-        out = method(q, k, v, layer=c.layer, branch=c.branch, grid=c.grid)
+        out = call()
         stats = method.stats[-1].as_row()
         errors.append((relative_l2(ref, out), cosine_error(ref, out)))
-        saved_state, saved_stats = copy.deepcopy(method.state), list(method.stats)
-        sparse_ms.append(median_ms(clock, lambda: method(q, k, v, layer=c.layer, branch=c.branch, grid=c.grid),
-                                    workload.repeats, workload.warmup))
-        method.state, method.stats = saved_state, saved_stats
-        dense_ms.append(median_ms(clock, lambda: dense_attention(q, k, v, "auto"), workload.repeats, workload.warmup))
+        heads = {}
+        if method.last_plan is not None:
+            video = joint.get("video", slice(None))
+            heads = {f"{name}_heads": values.tolist() for name, values in plan_quality(
+                q[:, :, video], k[:, :, video], method.last_plan).items()}
+            quality.append(heads)
+        if workload.repeats:
+            saved_state, saved_stats = copy.deepcopy(method.state), list(method.stats)
+            sparse_ms.append(median_ms(clock, call, workload.repeats, workload.warmup))
+            method.state, method.stats = saved_state, saved_stats
+            dense_ms.append(median_ms(clock, lambda: masked_dense_attention(q, k, v, mask, "auto"),
+                                      workload.repeats, workload.warmup))
         per_call.append({**stats, "rel_l2": errors[-1][0], "cos_err": errors[-1][1], "shape": list(q.shape),
-                         "call_ms": sparse_ms[-1], "dense_ms": dense_ms[-1]})
+                         "call_ms": sparse_ms[-1] if sparse_ms else None,
+                         "dense_ms": dense_ms[-1] if dense_ms else None, **heads})
+    method.record_plans, method.last_plan = False, None
     row = summarise_calls([s.as_row() for s in method.stats])
     row.update(rel_l2=sum(e[0] for e in errors) / len(errors), cos_err=sum(e[1] for e in errors) / len(errors),
-               timer=clock.label, attn_ms=sum(sparse_ms), attn_ms_dense=sum(dense_ms),
-               speedup_attn=ratio(sum(dense_ms), sum(sparse_ms)), flops_ratio=row["density"],
+               timer=clock.label, attn_ms=sum(sparse_ms) if sparse_ms else None,
+               attn_ms_dense=sum(dense_ms) if dense_ms else None,
+               speedup_attn=ratio(sum(dense_ms), sum(sparse_ms)) if sparse_ms else None, flops_ratio=row["density"],
                tokens=calls[0].q.shape[2], per_call=per_call)
+    for name in ("recall", "mass_err", "waste"):  # means over calls and heads (NaN-free means; None if none)
+        values = [x for h in quality for x in h[f"{name}_heads"] if x == x]
+        row[name] = sum(values) / len(values) if values else None
     return row

@@ -113,6 +113,8 @@ class AttentionMethod:
         self.validate_config()
         self.state = AttentionState()
         self.stats: list[CallStats] = []
+        self.record_plans = False      # keep each sparse call's plan over the video tokens in last_plan (measuring)
+        self.last_plan: Plan | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
@@ -177,6 +179,7 @@ class AttentionMethod:
         layer_state.layer, layer_state.step = layer, step
         if self.runs_dense(layer, step):
             iters = self.observe_dense(*part, layer, layer_state, timer)
+            self.last_plan = None
             with timer.stage("attend"):
                 out = masked_dense_attention(q, k, v, key_mask, self.config.dense_backend)
             density, ran_dense = 1.0, True
@@ -185,6 +188,7 @@ class AttentionMethod:
                 for name, t in zip("qkv", part):
                     check_finite(name, t)
             plan = self.plan(*part, layer_state, grid, timer)
+            self.last_plan = plan if self.record_plans else None
             if joint:
                 with timer.stage("select"):
                     plan = extend_plan(plan, b, h, s, video, key_mask)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from svg2.blocks import BlockMap, centroid_scores, segment_means, select_blocks
+from svg2.blocks import BlockMap, centroid_scores, cluster_mass, segment_means, select_by_mass
 from svg2.checks import check_int
 from svg2.methods.base import AttentionMethod, LayerState
 from svg2.methods.registry import register_method
@@ -83,7 +83,8 @@ class PositionalMethod(AttentionMethod):
         with timer.stage("select"):
             cq = segment_means(q.reshape(n, s, d), labels, num)
             ck = segment_means(k.reshape(n, s, d), labels, num)
-            keep = select_blocks(centroid_scores(cq, ck), sizes, **c.budget())
+            mass = cluster_mass(centroid_scores(cq, ck), sizes)
+            keep = select_by_mass(mass, sizes, **c.budget())
         sizes4 = sizes.reshape(b, h, num)
         block_map = BlockMap(keep.reshape(b, h, num, num), sizes4, sizes4)
-        return Plan(block_map, q_perm=perm, k_perm=perm)
+        return Plan(block_map, q_perm=perm, k_perm=perm, mass=mass)

@@ -143,7 +143,8 @@ class SVG2Method(AttentionMethod):
             k_perm = permutation_from_labels(position.gather(-1, kk.labels), c.num_k_clusters)
         block_map = BlockMap(keep.reshape(b, h, c.num_q_clusters, c.num_k_clusters),
                              q_perm.sizes.reshape(b, h, -1), col_sizes.reshape(b, h, -1))
-        return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters)
+        return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters,
+                    mass=mass.gather(-1, layout[:, None, :].expand_as(mass)))
 
 
 def _fits(centroids, n: int, k: int, d: int) -> bool:

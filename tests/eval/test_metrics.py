@@ -153,3 +153,35 @@ def test_lpips_unit_inputs_feed_frames_as_they_are():
     expected = float(model(ref, out).mean())
     assert abs(lpips_distance(ref, out, inputs="unit") - expected) < 1e-6
     assert abs(lpips_distance(ref, out) - float(model(ref * 2 - 1, out * 2 - 1).mean())) < 1e-6
+
+
+@pytest.mark.parametrize("name,cfg", [
+    ("svg2", dict(num_q_clusters=5, num_k_clusters=9, top_p=0.7, kmeans_iters_first=3)),
+    ("positional", dict(block_size=16, top_p=0.6)),
+])
+def test_plan_quality_against_the_dense_softmax(name, cfg):
+    from eval.metrics.attention import plan_quality
+    from svg2.methods import build_method
+    from svg2.reference import token_mask
+    from tests.svg2.test_attention import plan_of
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 70, 16) for _ in range(3))  # S not a multiple of the blocks
+    method = build_method(name, **cfg)
+    plan, ql, kl = plan_of(method, q, k, v)
+    got = plan_quality(q, k, plan, chunk_rows=32)
+    probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 4, -1)  # (1, 2, S, S)
+    mask = token_mask(plan.block_map.keep, ql, kl)
+    torch.testing.assert_close(got["recall"], (probs * mask).sum(-1).mean(-1).reshape(2))
+    qc, kc = plan.block_map.keep.shape[-2:]
+    for head in range(2):  # true mass of each block: mean over the cluster's queries of its keys' probabilities
+        true = torch.zeros(qc, kc, dtype=torch.float64)
+        for i in range(qc):
+            for j in range(kc):
+                rows, cols = ql[0, head] == i, kl[0, head] == j
+                if rows.any():
+                    true[i, j] = probs[0, head][rows][:, cols].sum(-1).mean()
+        keep = plan.block_map.keep[0, head]
+        err = (plan.mass[head].double() - true).abs()[keep].mean()
+        assert abs(float(got["mass_err"][head]) - float(err)) < 1e-6 * float(err)  # (scores in fp32 there)
+    assert (got["waste"] >= 1).all() and 0 < float(got["recall"].min()) < 1
