@@ -16,66 +16,19 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import replace
+
+from eval.shapes import SHAPES, ModelShape, latent_tokens  # noqa: F401  (latent_tokens: eval.models reads it here)
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    name: str
-    layers: int
-    heads: int
-    head_dim: int
-    mlp_dim: int
-    video_tokens: int          # N = latent frames · h/patch · w/patch
-    text_tokens: int           # L
-    joint: bool = False        # text tokens inside the self-attention (HunyuanVideo, CogVideoX)
-    image_tokens: int = 0      # Wan I2V: extra cross-attention tokens (CLIP image features)
-    cfg_branches: int = 2      # transformer calls per denoising step
-    steps: int = 50
-    grid: tuple[int, int, int] | None = None  # latent token grid (frames, h, w) when known
-
-    @property
-    def width(self) -> int:
-        return self.heads * self.head_dim
-
-    def attention_pairs(self) -> int:
-        """Query-key pairs of one full self-attention call over the video tokens."""
-        return self.video_tokens ** 2
-
-    def layer_flops(self, density: float = 1.0) -> tuple[float, float]:
-        """(self-attention core FLOPs at ``density``, all other FLOPs) of one layer, one branch."""
-        n, l, d, f = self.video_tokens, self.text_tokens, self.width, self.mlp_dim
-        if self.joint:
-            t = n + l
-            return 4 * d * (t * t - n * n + n * n * density), 8 * t * d * d + 4 * t * d * f
-        c = l + self.image_tokens
-        return 4 * n * n * d * density, 8 * n * d * d + 4 * n * d * d + 4 * c * d * d + 4 * n * c * d + 4 * n * d * f
-
-
-def latent_grid(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8,
-                patch: tuple[int, int, int] = (1, 2, 2)) -> tuple[int, int, int]:
-    """Token grid of a causal-VAE latent: ((frames-1)/temporal + 1)/pt, (h/spatial)/ph, (w/spatial)/pw."""
-    return (((frames - 1) // temporal + 1) // patch[0], height // spatial // patch[1], width // spatial // patch[2])
-
-
-def latent_tokens(*args, **kwargs) -> int:
-    return math.prod(latent_grid(*args, **kwargs))
-
-
-SHAPES = {
-    s.name: s for s in (
-        ModelShape("wan_t2v_1.3b_480p", 30, 12, 128, 8960, latent_tokens(81, 480, 832), 512,
-                   grid=latent_grid(81, 480, 832)),
-        ModelShape("wan_t2v_14b_720p", 40, 40, 128, 13824, latent_tokens(81, 720, 1280), 512,
-                   grid=latent_grid(81, 720, 1280)),
-        ModelShape("wan_i2v_14b_720p", 40, 40, 128, 13824, latent_tokens(81, 720, 1280), 512, image_tokens=257,
-                   grid=latent_grid(81, 720, 1280)),
-        ModelShape("hunyuan_720p", 60, 24, 128, 12288, latent_tokens(129, 720, 1280), 256, joint=True,
-                   cfg_branches=1, grid=latent_grid(129, 720, 1280)),
-        ModelShape("cogvideox_5b_480p", 42, 48, 64, 12288, latent_tokens(49, 480, 720), 226, joint=True,
-                   grid=latent_grid(49, 480, 720)),
-    )
-}
+def layer_flops(shape: ModelShape, density: float = 1.0) -> tuple[float, float]:
+    """(self-attention core FLOPs at ``density``, all other FLOPs) of one layer, one branch."""
+    n, l, d, f = shape.video_tokens, shape.text_tokens, shape.width, shape.mlp_dim
+    if shape.joint:
+        t = n + l
+        return 4 * d * (t * t - n * n + n * n * density), 8 * t * d * d + 4 * t * d * f
+    c = l + shape.image_tokens
+    return 4 * n * n * d * density, 8 * n * d * d + 4 * n * d * d + 4 * c * d * d + 4 * n * c * d + 4 * n * d * f
 
 
 def dense_calls(shape: ModelShape, dense_steps: float = 0, dense_layers: int = 0) -> int:
@@ -95,8 +48,8 @@ def flops_account(shape: ModelShape, density: float = 1.0, dense_steps: float = 
         raise ValueError(f"density={density!r}; expected a fraction in [0, 1]")
     calls = shape.steps * shape.layers * shape.cfg_branches
     n_dense = dense_calls(shape, dense_steps, dense_layers)
-    attn_full, other = shape.layer_flops(1.0)
-    attn_sparse, _ = shape.layer_flops(density)
+    attn_full, other = layer_flops(shape, 1.0)
+    attn_sparse, _ = layer_flops(shape, density)
     total_dense = calls * (attn_full + other)
     total = n_dense * attn_full + (calls - n_dense) * attn_sparse + calls * other
     return dict(model=shape.name, tokens=shape.video_tokens, calls=calls, dense_calls=n_dense,
@@ -108,9 +61,9 @@ def flops_from_stats(shape: ModelShape, densities: list[float]) -> dict:
     """FLOPs of a measured generation: one self-attention density per call (dense calls are 1.0)."""
     if not densities:
         raise ValueError("no attention calls recorded; expected one density per self-attention call")
-    _, other = shape.layer_flops(1.0)
-    attn_full = shape.layer_flops(1.0)[0]
-    total = sum(shape.layer_flops(d)[0] for d in densities) + len(densities) * other
+    _, other = layer_flops(shape, 1.0)
+    attn_full = layer_flops(shape, 1.0)[0]
+    total = sum(layer_flops(shape, d)[0] for d in densities) + len(densities) * other
     total_dense = len(densities) * (attn_full + other)
     return dict(calls=len(densities), density=sum(densities) / len(densities), flops=total,
                 flops_dense=total_dense, flops_ratio=total / total_dense)
@@ -126,7 +79,7 @@ def main() -> None:
     args = ap.parse_args()
     shape = SHAPES[args.model]
     if args.steps is not None:
-        shape = ModelShape(**{**asdict(shape), "steps": args.steps})
+        shape = replace(shape, steps=args.steps)
     print("| model | tokens | sparse density | overall density | PFLOPs | dense PFLOPs | ratio |")
     print("|---|---|---|---|---|---|---|")
     for d in args.density:
