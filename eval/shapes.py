@@ -55,11 +55,16 @@ class ModelShape:
                                 configs=self.configs)
 
 
+def latent_size(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8) -> tuple[int, int, int]:
+    """(frames, h, w) of a causal-VAE latent: the first frame alone, then one latent frame per ``temporal``."""
+    return (frames - 1) // temporal + 1, height // spatial, width // spatial
+
+
 def latent_grid(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8,
                 patch: tuple[int, int, int] = (1, 2, 2)) -> tuple[int, int, int]:
     """Token grid of a causal-VAE latent: ((frames-1)/temporal + 1)/pt, (h/spatial)/ph, (w/spatial)/pw."""
-    latent_frames = (frames - 1) // temporal + 1
-    return (math.ceil(latent_frames / patch[0]), height // spatial // patch[1], width // spatial // patch[2])
+    f, h, w = latent_size(frames, height, width, temporal, spatial)
+    return math.ceil(f / patch[0]), h // patch[1], w // patch[2]
 
 
 def latent_tokens(*args, **kwargs) -> int:
@@ -113,7 +118,8 @@ SHAPES = {
     s.name: s for s in (
         _real("wan_t2v_1.3b_480p", "Wan2.1-T2V-1.3B-Diffusers", (81, 480, 832), 512),
         _real("wan_t2v_14b_720p", "Wan2.1-T2V-14B-Diffusers", (81, 720, 1280), 512),
-        _real("wan_i2v_14b_720p", "Wan2.1-I2V-14B-720P-Diffusers", (81, 720, 1280), 512, image_tokens=257),
+        _real("wan_i2v_14b_720p", "Wan2.1-I2V-14B-720P-Diffusers", (81, 720, 1280), 512, image_tokens=257,
+              steps=40),  # the reference I2V script's and the paper's steps
         _real("hunyuan_720p", "HunyuanVideo", (129, 720, 1280), 256, cfg_branches=1),  # guidance-distilled
         _real("cogvideox_5b_480p", "CogVideoX-5b", (49, 480, 720), 226),
     )
@@ -177,9 +183,8 @@ def transformer_inputs(shape: ModelShape, device="cpu", dtype=None, seed: int = 
     import torch.nn.functional as F
 
     c = shape.transformer_config
-    frames, height, width = shape.video
     g = torch.Generator().manual_seed(seed)
-    latent = (c["in_channels"], (frames - 1) // 4 + 1, height // 8, width // 8)
+    latent = (c["in_channels"], *latent_size(*shape.video))
     ch, f, h, w = latent
     coarse = torch.randn(1, ch, max(2, f // 4), max(2, h // 8), max(2, w // 8), generator=g)
     x = F.interpolate(coarse, size=(f, h, w), mode="trilinear") + 0.1 * torch.randn(1, *latent, generator=g)
