@@ -6,8 +6,7 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from eval.metrics import (SHAPES, ModelShape, cosine_error, flops_account, flops_from_stats, lpips_distance, psnr,
-                          relative_l2, ssim, video_metrics)
+from eval.metrics import cosine_error, lpips_distance, psnr, relative_l2, ssim, video_metrics
 
 DATA = Path(__file__).parent / "data"
 
@@ -72,50 +71,6 @@ def test_attention_errors():
     assert relative_l2(ref, 1.1 * ref) == pytest.approx(0.1)
     assert cosine_error(ref, 3 * ref) == pytest.approx(0, abs=1e-12)  # scale-invariant
     assert cosine_error(ref, -ref) == pytest.approx(2)
-
-
-def test_flops_dense_config_and_warmup():
-    shape = SHAPES["wan_t2v_14b_720p"]
-    assert shape.video_tokens == 75_600
-    dense = flops_account(shape, 1.0)
-    assert dense["flops_ratio"] == 1 and dense["density"] == 1
-    sparse = flops_account(shape, 0.1)
-    warm = flops_account(shape, 0.1, dense_steps=0.2, dense_layers=1)
-    assert sparse["pflops"] < warm["pflops"] < dense["pflops"]
-    # 20% of 50 steps dense (10 x 40 layers) + layer 0 of the 40 other steps, times 2 CFG branches
-    assert warm["dense_calls"] == (10 * 40 + 40) * 2
-    assert warm["density"] == pytest.approx((880 + (4000 - 880) * 0.1) / 4000)
-
-
-def test_flops_attention_term_is_quadratic_in_tokens():
-    a = ModelShape("a", 1, 1, 64, 256, 1000, 0, cfg_branches=1, steps=1)
-    b = ModelShape("b", 1, 1, 64, 256, 2000, 0, cfg_branches=1, steps=1)
-    assert b.layer_flops()[0] == 4 * a.layer_flops()[0]
-    assert b.layer_flops()[1] == 2 * a.layer_flops()[1]
-
-
-def test_flops_from_stats_matches_account():
-    shape = ModelShape("s", 2, 2, 16, 64, 100, 8, cfg_branches=1, steps=3)
-    densities = [1.0, 1.0] + [0.25] * 4  # step 0 dense, then sparse
-    measured = flops_from_stats(shape, densities)
-    planned = flops_account(shape, 0.25, dense_steps=1)
-    assert measured["flops"] == pytest.approx(planned["pflops"] * 1e15)
-    assert measured["density"] == pytest.approx(planned["density"])
-    with pytest.raises(ValueError, match="no attention calls"):
-        flops_from_stats(shape, [])
-
-
-def test_flops_cli_prints_the_paper_columns(capsys, monkeypatch):
-    from eval.metrics import flops
-
-    monkeypatch.setattr("sys.argv", ["flops", "wan_t2v_14b_720p", "--density", "1", "0.2", "--dense-steps", "0.2",
-                                     "--dense-layers", "1"])
-    flops.main()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| model | tokens | sparse density | overall density | PFLOPs")
-    dense, sparse = (line.split("|")[1:-1] for line in lines[2:4])
-    assert dense[3].strip() == "1.000" and float(sparse[3]) == pytest.approx(0.2 + 0.8 * 880 / 4000, abs=1e-3)
-    assert float(sparse[4]) < float(dense[4]) == float(dense[5])
 
 
 def test_uniform_window_ssim_is_the_reference_scripts():

@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from eval.bench_e2e import MODELS, TOY, bench_methods, main, summarise, video_tokens
+from eval.bench.e2e import TOY, bench_methods, main, summarise, with_layers
+from eval.shapes import SHAPES
 
 
 def test_toy_run_writes_table_and_figure(tmp_path):
@@ -38,15 +39,24 @@ def test_amdahl_ceiling_and_generation_account():
 
 
 def test_real_configs_have_the_documented_token_counts():
-    assert {n: video_tokens(m) for n, m in MODELS.items()} == \
-           {"wan_1.3b_480p": 32_760, "wan_14b_720p": 75_600, "hunyuan_720p": 118_800}
-    methods = bench_methods(MODELS["wan_14b_720p"], [0.15], ["cudnn", "flash"])
+    tokens = {n: s.video_tokens for n, s in SHAPES.items()}
+    assert tokens == {"wan_t2v_1.3b_480p": 32_760, "wan_t2v_14b_720p": 75_600, "wan_i2v_14b_720p": 75_600,
+                      "hunyuan_720p": 118_800, "cogvideox_5b_480p": 17_550}
+    methods = bench_methods(SHAPES["wan_t2v_14b_720p"], [0.15], ["cudnn", "flash"])
     assert methods["svg2_preset"][1]["num_q_clusters"] == 300
     assert methods["svg2_d0.15"][1]["top_k"] == 150 and methods["positional_d0.15"][1]["top_k"] == 89
 
 
 def test_aligned_svg2_rows_share_the_budget_of_the_plain_ones():
-    methods = bench_methods(MODELS["wan_14b_720p"], [0.15], ["cudnn"], presets=(), align_q_tile=64)
+    methods = bench_methods(SHAPES["wan_t2v_14b_720p"], [0.15], ["cudnn"], presets=(), align_q_tile=64)
     plain, aligned = methods["svg2_d0.15"], methods["svg2_d0.15_a64"]
     assert aligned == ("svg2", dict(plain[1], align_q_tile=64))
-    assert "svg2_d0.15_a64" not in bench_methods(MODELS["wan_14b_720p"], [0.15], ["cudnn"], presets=())
+    assert "svg2_d0.15_a64" not in bench_methods(SHAPES["wan_t2v_14b_720p"], [0.15], ["cudnn"], presets=())
+
+
+def test_fewer_layers_keep_the_shape_and_hunyuans_double_to_single_ratio():
+    wan = with_layers(SHAPES["wan_t2v_14b_720p"], 6)
+    assert (wan.layers, wan.video_tokens, wan.heads) == (6, 75_600, 40)
+    hunyuan = with_layers(SHAPES["hunyuan_720p"], 3)
+    assert hunyuan.transformer_config["num_layers"] == 1 and hunyuan.transformer_config["num_single_layers"] == 2
+    assert hunyuan.layers == 3 and hunyuan.attention_tokens == 118_800 + 256

@@ -1,13 +1,13 @@
 """One attention call at real video-model shapes, every method side by side in one process (CUDA only).
 
-    python -m eval.bench_attention                      # all shapes, random + structured inputs
-    python -m eval.bench_attention --shapes wan_720p --inputs structured --repeats 5
+    python -m eval.bench.attention                      # all shapes, random + structured inputs
+    python -m eval.bench.attention --shapes wan_t2v_14b_720p --inputs structured --repeats 5
 
 Times (CUDA events, warm-up, median of repeats): dense SDPA (cuDNN, flash), FlexAttention with random
 128-token blocks at SVG2's density, the positional method and SVG2 on our kernel (whole call, and the
 stage breakdown), the sparse kernel alone, the permutation gathers, and k-means next to flash-kmeans on
-the same inputs. Effective TFLOP/s count only the kept query-key pairs (4·pairs·D). Writes a tidy CSV and
-a figure.
+the same inputs. Effective TFLOP/s count only the kept query-key pairs (4·pairs·D). Shapes are
+``eval.shapes`` names (a joint model's prompt tokens join the self-attention). Writes a tidy CSV and a figure.
 """
 from __future__ import annotations
 
@@ -16,40 +16,21 @@ import math
 import os
 import statistics
 import traceback
-from dataclasses import dataclass
 
 import torch
 
+from eval.bench.rows import RowWriter
 from eval.clock import Clock, median_ms
-from eval.results import environment
+from eval.shapes import ModelShape, get_shape, parse_shapes, svg2_preset_for
 from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.kernels.permute import gather_rows
 from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest, cluster_means
 from svg2.kernels.varblock import default_config, make_plan, parse_config, varblock_attention
 from svg2.kmeans import kmeans
-from svg2.methods import build_method, svg2_preset
+from svg2.methods import build_method
 
-
-@dataclass(frozen=True)
-class Shape:
-    name: str
-    heads: int
-    grid: tuple[int, int, int]  # latent (frames, h, w)
-    extra: int = 0              # text tokens appended to the video tokens
-    qc: int = 300
-
-    @property
-    def seq_len(self) -> int:
-        return math.prod(self.grid) + self.extra
-
-
-SHAPES = {
-    "wan_480p": Shape("wan_480p", 12, (21, 30, 52), qc=200),      # Wan 2.1 1.3B 480p: 12 x 32,760
-    "wan_720p": Shape("wan_720p", 40, (21, 45, 80), qc=300),      # Wan 2.1 14B 720p: 40 x 75,600
-    "hunyuan_720p": Shape("hunyuan_720p", 24, (33, 45, 80), extra=256, qc=400),  # 24 x 119,056
-}
-D = 128
+DEFAULT_SHAPES = "wan_t2v_1.3b_480p,wan_t2v_14b_720p,hunyuan_720p"  # 12 x 32,760; 40 x 75,600; 24 x 119,056
 CUDA_CLOCK = Clock("cuda")
 
 
@@ -69,40 +50,39 @@ def peak_extra_bytes(fn) -> int:
     return extra
 
 
-def structured(shape: Shape, scale: float, seed: int = 0):
-    return structured_qkv(shape.heads, shape.grid, D, scale=scale, extra=shape.extra, seed=seed)
+def structured(shape: ModelShape, scale: float, seed: int = 0, heads: int | None = None):
+    extra = shape.attention_tokens - shape.video_tokens  # a joint model's prompt tokens, unstructured, last
+    return structured_qkv(heads or shape.heads, shape.grid, shape.head_dim, scale=scale, extra=extra, seed=seed)
 
 
-def random_qkv(shape: Shape, seed: int = 0):
+def random_qkv(shape: ModelShape, seed: int = 0):
     g = torch.Generator(device="cuda").manual_seed(seed)
-    return [torch.randn(1, shape.heads, shape.seq_len, D, device="cuda", generator=g, dtype=torch.bfloat16)
-            for _ in range(3)]
+    return [torch.randn(1, shape.heads, shape.attention_tokens, shape.head_dim, device="cuda", generator=g,
+                        dtype=torch.bfloat16) for _ in range(3)]
 
 
-def svg2_density(q, k, v, qc: int) -> float:
-    m = build_method("svg2", **_svg2_cfg(qc, iters_first=10))
+def svg2_density(q, k, v, shape: ModelShape) -> float:
+    m = build_method("svg2", **_svg2_cfg(shape, iters_first=10))
     m(q, k, v)
     return m.stats[-1].as_row()["density"]
 
 
-def calibrate(shape: Shape, target: float = 0.27) -> float:
+def calibrate(shape: ModelShape, target: float = 0.27) -> float:
     """Input scale whose SVG2 density (top_p 0.9) is closest to ``target``, on 4 heads."""
-    small = Shape(shape.name, 4, shape.grid, shape.extra, shape.qc)
     best = None
     for scale in (0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
-        q, k, v = structured(small, scale)
-        dens = svg2_density(q, k, v, shape.qc)
+        q, k, v = structured(shape, scale, heads=4)
+        dens = svg2_density(q, k, v, shape)
         print(f"  calibrate {shape.name}: scale {scale} -> density {dens:.3f}", flush=True)
         if best is None or abs(dens - target) < abs(best[1] - target):
             best = (scale, dens)
     return best[0]
 
 
-def _svg2_cfg(qc: int, iters_first: int = 50) -> dict:
-    cfg = svg2_preset("wan_720p").__dict__ | dict(num_q_clusters=qc, dense_steps=0, dense_layers=0,
-                                                  kmeans_iters_first=iters_first, kmeans_iters_step=2,
-                                                  check_finite=False, profile=False)
-    return cfg
+def _svg2_cfg(shape: ModelShape, iters_first: int = 50) -> dict:
+    """The shape's upstream svg2 preset, every call sparse (no warm-up), 2 warm k-means iterations."""
+    return svg2_preset_for(shape, dense_steps=0, dense_layers=0, kmeans_iters_first=iters_first,
+                           kmeans_iters_step=2, check_finite=False, profile=False).__dict__
 
 
 def flex_block_mask(heads: int, s: int, density: float, block: int = 128, seed: int = 0):
@@ -116,8 +96,9 @@ def flex_block_mask(heads: int, s: int, density: float, block: int = 128, seed: 
     return BlockMask.from_kv_blocks(num, idx, BLOCK_SIZE=block), count / nb
 
 
-def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
-    s, h = shape.seq_len, shape.heads
+def bench_shape(shape: ModelShape, inputs: str, args, writer: RowWriter):
+    s, h, D = shape.attention_tokens, shape.heads, shape.head_dim
+    qc = _svg2_cfg(shape)["num_q_clusters"]
     if inputs == "structured":
         scale = calibrate(shape)
         q, k, v = structured(shape, scale)
@@ -129,8 +110,8 @@ def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
 
     def add(method, ms, density=1.0, config="", **extra):
         tflops = density * dense_flop / ms / 1e9
-        rows.append(dict(base, shape=shape.name, heads=h, seq_len=s, head_dim=D, inputs=inputs, input_scale=scale,
-                         method=method, config=config, density=density, ms=ms, eff_tflops=tflops, **extra))
+        writer.add(dict(shape=shape.name, heads=h, seq_len=s, head_dim=D, inputs=inputs, input_scale=scale,
+                        method=method, config=config, density=density, ms=ms, eff_tflops=tflops, **extra))
         print(f"{shape.name:13s} {inputs:10s} {method:22s} {config:28s} d={density:.3f} {ms:9.3f} ms "
               f"{tflops:6.1f} TFLOP/s {extra if extra else ''}", flush=True)
 
@@ -140,11 +121,11 @@ def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
             add(f"dense_{backend}", time_ms(lambda: dense_attention(q, k, v, backend), args.repeats_dense))
 
     # SVG2: warm the caches (50 iterations from seeded init), then steady-state calls with 2 iterations.
-    m = build_method("svg2", **_svg2_cfg(shape.qc))
+    m = build_method("svg2", **_svg2_cfg(shape))
     m(q, k, v)
     ms_call = time_ms(lambda: m(q, k, v), args.repeats)
     density = m.stats[-1].as_row()["density"]
-    cfg = f"QC{shape.qc} KC1000 p0.9 it2"
+    cfg = f"QC{qc} KC1000 p0.9 it2"
     extra_b = peak_extra_bytes(lambda: m(q, k, v)) - q.numel() * q.element_size()  # beyond the output
     add("svg2", ms_call, density, cfg, peak_extra_gib=extra_b / 2**30, peak_extra_over_qkv=extra_b / qkv_bytes)
     m.config.profile = True
@@ -216,9 +197,9 @@ def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
 
     # k-means: ours vs flash-kmeans, Q (QC) and K (1000), 2 iterations from the same warm centroids.
     cq, ck = layer_state.q_centroids, layer_state.k_centroids
-    ms_ours = time_ms(lambda: (kmeans(flat[0], shape.qc, 2, centroids=cq), kmeans(flat[1], 1000, 2, centroids=ck)),
+    ms_ours = time_ms(lambda: (kmeans(flat[0], qc, 2, centroids=cq), kmeans(flat[1], 1000, 2, centroids=ck)),
                       args.repeats)
-    add("kmeans_ours", ms_ours, 0.0, f"Q{shape.qc}+K1000 it2")
+    add("kmeans_ours", ms_ours, 0.0, f"Q{qc}+K1000 it2")
     labels = assign_nearest(flat[1], ck)
     for ac in [ASSIGN_CONFIGS["h200"]] + ([AssignConfig(256, 128, 8, 3), AssignConfig(128, 64, 4, 3),
                                            AssignConfig(128, 128, 4, 4), AssignConfig(64, 128, 4, 3)] if sweep else []):
@@ -231,10 +212,10 @@ def bench_shape(shape: Shape, inputs: str, args, rows: list, base: dict):
         from flash_kmeans import batch_kmeans_Euclid
 
         cqb, ckb = cq.to(q.dtype), ck.to(q.dtype)
-        ms_fk = time_ms(lambda: (batch_kmeans_Euclid(flat[0], shape.qc, max_iters=2, tol=-1.0, init_centroids=cqb),
+        ms_fk = time_ms(lambda: (batch_kmeans_Euclid(flat[0], qc, max_iters=2, tol=-1.0, init_centroids=cqb),
                                  batch_kmeans_Euclid(flat[1], 1000, max_iters=2, tol=-1.0, init_centroids=ckb)),
                         args.repeats)
-        add("kmeans_flash_kmeans", ms_fk, 0.0, f"Q{shape.qc}+K1000 it2")
+        add("kmeans_flash_kmeans", ms_fk, 0.0, f"Q{qc}+K1000 it2")
     except Exception as err:  # a missing or broken peer is reported, not fatal
         print(f"flash-kmeans failed ({type(err).__name__}: {err}); skipped")
 
@@ -282,7 +263,7 @@ def plot(df, path: str) -> None:
         ax.barh(range(len(sub)), sub.ms, color=["C0" if m.startswith("dense") else "C1" for m in sub.method])
         ax.set_yticks(range(len(sub)), labels, fontsize=7)
         ax.set_xlabel("ms per attention call")
-        ax.set_title(f"{name} ({sub.heads.iloc[0]}x{sub.seq_len.iloc[0]}x{D}, bf16)")
+        ax.set_title(f"{name} ({sub.heads.iloc[0]}x{sub.seq_len.iloc[0]}x{sub.head_dim.iloc[0]}, bf16)")
     fig.suptitle(f"One attention call on {df.gpu.iloc[0]}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -290,7 +271,7 @@ def plot(df, path: str) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", default="wan_480p,wan_720p,hunyuan_720p")
+    p.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated eval.shapes names")
     p.add_argument("--inputs", default="random,structured")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--repeats-dense", type=int, default=5)
@@ -301,24 +282,23 @@ def main(argv=None):
                    help="comma-separated sparse-kernel configs timed on --sweep shapes, e.g. 'M64 N64 w4 s3 c16'")
     p.add_argument("--out", default="results/bench/attention_h200.csv")
     args = p.parse_args(argv)
+    try:
+        shapes = parse_shapes(args.shapes)
+        for name in filter(None, args.sweep.split(",")):
+            get_shape(name)
+    except ValueError as err:
+        raise SystemExit(f"--shapes/--sweep: {err}")
     if not torch.cuda.is_available():
-        raise SystemExit("bench_attention needs a CUDA device")
-    import pandas as pd
-
-    base = dict(gpu=torch.cuda.get_device_name(), commit=environment()["commit"], torch=torch.__version__,
-                triton=__import__("triton").__version__, dtype="bfloat16")
-    rows: list[dict] = []
-    for name in args.shapes.split(","):
+        raise SystemExit("eval.bench.attention needs a CUDA device")
+    writer = RowWriter(args.out, dtype="bfloat16")  # rewritten after every row: an interrupted run keeps them
+    for shape in shapes:
         for inputs in args.inputs.split(","):
             try:
-                bench_shape(SHAPES[name], inputs, args, rows, base)
+                bench_shape(shape, inputs, args, writer)
             except Exception:  # keep the rows of the other shapes; the traceback says what broke
                 traceback.print_exc()
             torch.cuda.empty_cache()
-            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-            df = pd.DataFrame(rows)
-            df.to_csv(args.out + ".tmp", index=False)
-            os.replace(args.out + ".tmp", args.out)  # rows so far survive an interrupted run
+    df = writer.frame()
     plot(df, os.path.splitext(args.out)[0] + ".png")
     return df
 

@@ -1,7 +1,7 @@
 """How Triton pipelines the sparse kernel, read from its TTGIR: compiled for sm_90 on any machine (no GPU).
 
-    python -m eval.kernel_ir                                  # the default config
-    python -m eval.kernel_ir --config "M128 N64 w4 s3 c16"    # any config of eval.bench_attention's sweep
+    python -m eval.bench.kernel_ir                                  # the default config
+    python -m eval.bench.kernel_ir --config "M128 N64 w4 s3 c16"    # any config of eval.bench.attention's sweep
 
 Prints the shared memory, the K/V buffer slots and the ``async_wait`` counts of the main loop: ``num = 0``
 at the top of the loop means the K/V loads of the next tile are waited for before its QK dot (no

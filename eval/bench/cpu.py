@@ -1,7 +1,7 @@
 """CPU check of the torch sparse path: SVG2 against dense SDPA on one (B, H, S, D) input, in one process.
 
-    python -m eval.bench_cpu                      # (1, 8, 8192, 64) fp32: grid 8x32x32, density ≈ 0.2
-    python -m eval.bench_cpu --threads 1 --repeats 5
+    python -m eval.bench.cpu                      # (1, 8, 8192, 64) fp32: grid 8x32x32, density ≈ 0.2
+    python -m eval.bench.cpu --threads 1 --repeats 5
 
 Times are CPU wall clock (median of repeats after a warm-up call) and are labelled as such: they say
 whether the torch path avoids dense work on this machine, not what the method buys on a GPU. Writes
@@ -10,13 +10,13 @@ results/bench/cpu_attention.csv.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from eval.bench.rows import RowWriter
 from eval.clock import Clock, median_ms
 from eval.metrics.attention import relative_l2
 from eval.synthetic import structured_qkv
@@ -27,7 +27,8 @@ from svg2.methods import build_method
 CPU_CLOCK = Clock("cpu")
 
 
-def run(heads: int, grid, head_dim: int, scale: float, repeats: int, methods: dict[str, dict]) -> pd.DataFrame:
+def run(heads: int, grid, head_dim: int, scale: float, repeats: int, methods: dict[str, dict],
+        path: Path | None = None) -> pd.DataFrame:
     q, k, v = structured_qkv(heads, grid, head_dim, scale=scale, dtype=torch.float32, device="cpu")
     shape = tuple(q.shape)
     dense_out = dense_attention(q, k, v)
@@ -47,14 +48,13 @@ def run(heads: int, grid, head_dim: int, scale: float, repeats: int, methods: di
         rows.append(dict(method=name, config=label, density=stats[-1]["density"], rel_l2=relative_l2(dense_out, calls[-1]),
                          ms_call=ms_call, **stage))
         del out
-    df = pd.DataFrame(rows)
-    df["speedup_vs_dense"] = df.loc[0, "ms_call"] / df["ms_call"]
-    if "ms_attend" in df:
-        df["attend_speedup_vs_dense"] = df.loc[0, "ms_call"] / df["ms_attend"]
-    df.insert(0, "shape", "x".join(map(str, shape)))
-    df["device"] = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    df["torch"] = torch.__version__
-    return df
+    writer = RowWriter(path, shape="x".join(map(str, shape)), threads=torch.get_num_threads(), timer="cpu_wall")
+    for row in rows:
+        row["speedup_vs_dense"] = rows[0]["ms_call"] / row["ms_call"]
+        if "ms_attend" in row:
+            row["attend_speedup_vs_dense"] = rows[0]["ms_call"] / row["ms_attend"]
+        writer.add(row)
+    return writer.frame()
 
 
 def main(argv=None):
@@ -74,12 +74,11 @@ def main(argv=None):
                                                     kmeans_iters_first=10, kmeans_iters_step=2)),
         "positional block128 top_p0.9": ("positional", dict(block_size=128, top_p=0.9)),
     }
-    df = run(args.heads, tuple(args.grid), args.head_dim, args.scale, args.repeats, methods)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out, index=False)
+    df = run(args.heads, tuple(args.grid), args.head_dim, args.scale, args.repeats, methods, args.out)
     cols = [c for c in ("method", "config", "density", "rel_l2", "ms_call", "ms_cluster", "ms_permute", "ms_select",
                         "ms_attend", "ms_unpermute", "speedup_vs_dense") if c in df]
-    print(f"CPU wall clock, {df.loc[0, 'device']}, shape {df.loc[0, 'shape']} fp32, median of {args.repeats}")
+    print(f"CPU wall clock, {df.loc[0, 'cpu']}, {df.loc[0, 'threads']} threads, shape {df.loc[0, 'shape']} fp32, "
+          f"median of {args.repeats}")
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"wrote {args.out}")
     return df

@@ -13,7 +13,7 @@ from svg2.kernels.varblock import default_config
 def _schedule(tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton")
-    done = subprocess.run([sys.executable, "-m", "eval.kernel_ir", "--json", *args], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "eval.bench.kernel_ir", "--json", *args], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

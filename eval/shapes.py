@@ -1,0 +1,223 @@
+"""The one registry of real video-model shapes: FLOPs, benchmarks and CLIs name a shape by its key here.
+
+An entry is built from the model's public transformer configuration (``eval/model_configs/<repo>/transformer.json``,
+its source named inside) and the generation it describes (frames, height, width, prompt tokens, CFG branches,
+steps): layers, heads, head dim, MLP width and the latent token grid are read off that configuration, so the
+FLOPs account and the random-weight transformer of ``eval.bench.e2e`` cannot disagree.
+
+    from eval.shapes import SHAPES, get_shape
+    get_shape("wan_t2v_14b_720p").grid        # (21, 45, 80): 75,600 video tokens
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parent / "model_configs"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    layers: int
+    heads: int
+    head_dim: int
+    mlp_dim: int
+    video_tokens: int          # N = latent frames · h/patch · w/patch
+    text_tokens: int           # L
+    joint: bool = False        # text tokens inside the self-attention (HunyuanVideo, CogVideoX)
+    image_tokens: int = 0      # Wan I2V: extra cross-attention tokens (CLIP image features)
+    cfg_branches: int = 2      # transformer calls per denoising step
+    steps: int = 50
+    grid: tuple[int, int, int] | None = None   # latent token grid (frames, h, w) when known
+    video: tuple[int, int, int] | None = None  # (frames, height, width) of the generated video, pixels
+    transformer: str | None = None             # diffusers class the configuration builds
+    transformer_config: dict | None = field(default=None, hash=False, repr=False)
+    configs: str | None = None                 # folder under eval/model_configs holding the public configs
+
+    @property
+    def width(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def attention_tokens(self) -> int:
+        """Tokens of one self-attention call: the video tokens, plus the prompt's in a joint model."""
+        return self.video_tokens + (self.text_tokens if self.joint else 0)
+
+    def with_transformer(self, **changes) -> ModelShape:
+        """The same generation on a transformer whose configuration differs by ``changes`` (e.g. fewer layers)."""
+        if self.transformer_config is None:
+            raise ValueError(f"shape {self.name!r} has no transformer configuration to change")
+        return from_transformer(self.name, {**self.transformer_config, **changes}, self.video, self.text_tokens,
+                                image_tokens=self.image_tokens, cfg_branches=self.cfg_branches, steps=self.steps,
+                                configs=self.configs)
+
+
+def latent_size(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8) -> tuple[int, int, int]:
+    """(frames, h, w) of a causal-VAE latent: the first frame alone, then one latent frame per ``temporal``."""
+    return (frames - 1) // temporal + 1, height // spatial, width // spatial
+
+
+def latent_grid(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8,
+                patch: tuple[int, int, int] = (1, 2, 2)) -> tuple[int, int, int]:
+    """Token grid of a causal-VAE latent: ((frames-1)/temporal + 1)/pt, (h/spatial)/ph, (w/spatial)/pw."""
+    f, h, w = latent_size(frames, height, width, temporal, spatial)
+    return math.ceil(f / patch[0]), h // patch[1], w // patch[2]
+
+
+def latent_tokens(*args, **kwargs) -> int:
+    return math.prod(latent_grid(*args, **kwargs))
+
+
+# Per diffusers transformer class: (layers, MLP width, patch (t, h, w), joint attention) from its configuration.
+# The VAEs of all three families compress 4x in time and 8x in space.
+_ARCHITECTURES = {
+    "WanTransformer3DModel": lambda c: (c["num_layers"], c["ffn_dim"], tuple(c["patch_size"]), False),
+    "HunyuanVideoTransformer3DModel": lambda c: (  # double-stream then single-stream blocks
+        c["num_layers"] + c["num_single_layers"],
+        int(c["mlp_ratio"] * c["num_attention_heads"] * c["attention_head_dim"]),
+        (c["patch_size_t"], c["patch_size"], c["patch_size"]), True),
+    "CogVideoXTransformer3DModel": lambda c: (  # its feed-forward is 4x the width
+        c["num_layers"], 4 * c["num_attention_heads"] * c["attention_head_dim"],
+        (c.get("patch_size_t") or 1, c["patch_size"], c["patch_size"]), True),
+}
+
+
+def from_transformer(name: str, config: dict, video: tuple[int, int, int], text_tokens: int, *,
+                     image_tokens: int = 0, cfg_branches: int = 2, steps: int = 50,
+                     configs: str | None = None) -> ModelShape:
+    """The shape of generating ``video`` = (frames, height, width) with a diffusers transformer ``config``
+    (its ``_class_name`` picks the architecture)."""
+    cls = config.get("_class_name")
+    if cls not in _ARCHITECTURES:
+        raise ValueError(f"transformer class {cls!r}; expected one of {sorted(_ARCHITECTURES)}")
+    layers, mlp, patch, joint = _ARCHITECTURES[cls](config)
+    grid = latent_grid(*video, patch=patch)
+    kept = {k: v for k, v in config.items() if k == "_class_name" or not k.startswith("_")}  # not "_source"
+    return ModelShape(name, layers, config["num_attention_heads"], config["attention_head_dim"], mlp, math.prod(grid),
+                      text_tokens, joint=joint, image_tokens=image_tokens, cfg_branches=cfg_branches, steps=steps,
+                      grid=grid, video=tuple(video), transformer=cls, transformer_config=kept, configs=configs)
+
+
+def load_config(folder: str, component: str) -> dict:
+    """A committed public configuration, ``eval/model_configs/<folder>/<component>.json``."""
+    path = CONFIGS / folder / f"{component}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIGS / folder).glob("*.json"))
+        raise FileNotFoundError(f"{path} does not exist; {folder} has {known}")
+    return json.loads(path.read_text())
+
+
+def _real(name: str, folder: str, video, text_tokens: int, **kwargs) -> ModelShape:
+    return from_transformer(name, load_config(folder, "transformer"), video, text_tokens, configs=folder, **kwargs)
+
+
+SHAPES = {
+    s.name: s for s in (
+        _real("wan_t2v_1.3b_480p", "Wan2.1-T2V-1.3B-Diffusers", (81, 480, 832), 512),
+        _real("wan_t2v_14b_720p", "Wan2.1-T2V-14B-Diffusers", (81, 720, 1280), 512),
+        _real("wan_i2v_14b_720p", "Wan2.1-I2V-14B-720P-Diffusers", (81, 720, 1280), 512, image_tokens=257,
+              steps=40),  # the reference I2V script's and the paper's steps
+        _real("hunyuan_720p", "HunyuanVideo", (129, 720, 1280), 256, cfg_branches=1),  # guidance-distilled
+        _real("cogvideox_5b_480p", "CogVideoX-5b", (49, 480, 720), 226),
+    )
+}
+
+
+def get_shape(name: str) -> ModelShape:
+    if name not in SHAPES:
+        raise ValueError(f"shape {name!r}; expected one of {sorted(SHAPES)}")
+    return SHAPES[name]
+
+
+def parse_shapes(text: str) -> list[ModelShape]:
+    """'wan_t2v_14b_720p,hunyuan_720p' -> those shapes (a CLI argument)."""
+    names = [n for n in text.split(",") if n]
+    if not names:
+        raise ValueError(f"no shape named in {text!r}; expected some of {sorted(SHAPES)}")
+    return [get_shape(n) for n in names]
+
+
+# svg2.methods.SVG2_PRESETS keys for these shapes, until that table is keyed by the shape names above; then
+# svg2_preset_for is svg2_preset(shape.name, **overrides) and this table goes.
+_SVG2_PRESET_KEYS = {"wan_t2v_1.3b_480p": "wan_480p", "wan_t2v_14b_720p": "wan_720p", "hunyuan_720p": "hunyuan_720p"}
+
+
+def svg2_preset_for(shape: ModelShape | str, **overrides):
+    """The upstream svg2 configuration (``svg2.methods.svg2_preset``) for a shape."""
+    from svg2.methods import svg2_preset
+
+    name = shape if isinstance(shape, str) else shape.name
+    if name not in _SVG2_PRESET_KEYS:
+        raise ValueError(f"no svg2 preset for shape {name!r}; expected one of {sorted(_SVG2_PRESET_KEYS)}")
+    return svg2_preset(_SVG2_PRESET_KEYS[name], **overrides)
+
+
+def build_transformer(shape: ModelShape, device="cpu", dtype=None, seed: int = 0):
+    """The shape's diffusers transformer with random weights from ``seed`` (torch's global generators are
+    reseeded), made directly in ``dtype`` on ``device`` (``"meta"``: no memory, for counting FLOPs)."""
+    import diffusers
+    import torch
+
+    if shape.transformer_config is None:
+        raise ValueError(f"shape {shape.name!r} has no transformer configuration; expected one of {sorted(SHAPES)}")
+    config = {k: v for k, v in shape.transformer_config.items() if k != "_class_name"}
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or default)
+    torch.manual_seed(seed)  # the same weights on every run, so densities at a top-p budget repeat
+    try:
+        with torch.device(device):
+            model = getattr(diffusers, shape.transformer)(**config)
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval().requires_grad_(False)
+
+
+def transformer_inputs(shape: ModelShape, device="cpu", dtype=None, seed: int = 0) -> dict:
+    """Keyword arguments of one transformer forward of the shape's generation (batch 1, one CFG branch):
+    a smooth latent field (coarse noise upsampled, plus a little fine noise, so top-p budgets find real
+    clusters), random prompt (and image) features, a mid-schedule timestep."""
+    import torch
+    import torch.nn.functional as F
+
+    c = shape.transformer_config
+    g = torch.Generator().manual_seed(seed)
+    latent = (c["in_channels"], *latent_size(*shape.video))
+    ch, f, h, w = latent
+    coarse = torch.randn(1, ch, max(2, f // 4), max(2, h // 8), max(2, w // 8), generator=g)
+    x = F.interpolate(coarse, size=(f, h, w), mode="trilinear") + 0.1 * torch.randn(1, *latent, generator=g)
+    text_dim = c.get("text_dim", c.get("text_embed_dim"))
+    inputs = dict(hidden_states=x, timestep=torch.tensor([500.0]),
+                  encoder_hidden_states=torch.randn(1, shape.text_tokens, text_dim, generator=g))
+    if shape.transformer == "WanTransformer3DModel" and c.get("image_dim"):
+        inputs["encoder_hidden_states_image"] = torch.randn(1, shape.image_tokens, c["image_dim"], generator=g)
+    elif shape.transformer == "HunyuanVideoTransformer3DModel":
+        inputs.update(encoder_attention_mask=torch.ones(1, shape.text_tokens, dtype=torch.long),
+                      pooled_projections=torch.randn(1, c["pooled_projection_dim"], generator=g),
+                      guidance=torch.tensor([6000.0]))
+    elif shape.transformer == "CogVideoXTransformer3DModel":
+        inputs["hidden_states"] = x.transpose(1, 2)  # (B, F, C, H, W)
+        if c.get("use_rotary_positional_embeddings"):
+            inputs["image_rotary_emb"] = _cogvideox_rope(shape, f)
+    dtype = dtype or torch.get_default_dtype()
+    return {k: _to(v, device, dtype) for k, v in inputs.items()}
+
+
+def _cogvideox_rope(shape: ModelShape, latent_frames: int):
+    """The rotary embedding the CogVideoX pipeline computes outside the transformer (its own helper)."""
+    from types import SimpleNamespace
+
+    from diffusers import CogVideoXPipeline
+
+    host = SimpleNamespace(vae_scale_factor_spatial=8,
+                           transformer=SimpleNamespace(config=SimpleNamespace(**shape.transformer_config)))
+    _, height, width = shape.video
+    return CogVideoXPipeline._prepare_rotary_positional_embeddings(host, height, width, latent_frames, "cpu")
+
+
+def _to(value, device, dtype):
+    if isinstance(value, tuple):
+        return tuple(_to(v, device, dtype) for v in value)
+    return value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
