@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from eval.metrics.flops import SHAPES, ModelShape
+from eval.shapes import SHAPES, ModelShape
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -31,7 +31,7 @@ class ModelConfig:
     call_kwargs: dict = field(default_factory=dict)   # extra pipeline call arguments
     prompts: list = field(default_factory=list)
     image: str | None = None           # conditioning image (wan_i2v)
-    flops_shape: str | None = None     # a name in eval.metrics.flops.SHAPES; None = from the loaded config
+    flops_shape: str | None = None     # a name in eval.shapes.SHAPES; None = from the model's own config
     clusters: dict = field(default_factory=dict)      # recommended method sizes (used by conf/method/*)
     block_size: int = 128
 

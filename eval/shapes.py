@@ -140,21 +140,6 @@ def parse_shapes(text: str) -> list[ModelShape]:
     return [get_shape(n) for n in names]
 
 
-# svg2.methods.SVG2_PRESETS keys for these shapes, until that table is keyed by the shape names above; then
-# svg2_preset_for is svg2_preset(shape.name, **overrides) and this table goes.
-_SVG2_PRESET_KEYS = {"wan_t2v_1.3b_480p": "wan_480p", "wan_t2v_14b_720p": "wan_720p", "hunyuan_720p": "hunyuan_720p"}
-
-
-def svg2_preset_for(shape: ModelShape | str, **overrides):
-    """The upstream svg2 configuration (``svg2.methods.svg2_preset``) for a shape."""
-    from svg2.methods import svg2_preset
-
-    name = shape if isinstance(shape, str) else shape.name
-    if name not in _SVG2_PRESET_KEYS:
-        raise ValueError(f"no svg2 preset for shape {name!r}; expected one of {sorted(_SVG2_PRESET_KEYS)}")
-    return svg2_preset(_SVG2_PRESET_KEYS[name], **overrides)
-
-
 def build_transformer(shape: ModelShape, device="cpu", dtype=None, seed: int = 0):
     """The shape's diffusers transformer with random weights from ``seed`` (torch's global generators are
     reseeded), made directly in ``dtype`` on ``device`` (``"meta"``: no memory, for counting FLOPs)."""

@@ -44,7 +44,8 @@ def method_columns(method) -> dict:
     config = asdict(method.config)
     family = {k: v for k, v in config.items() if k not in method.config.budget_fields}
     return dict(method=method.name, label=method.config.label(), order=method.order, reference=method.is_reference,
-                family=method.config.family(), family_key=stable_key(method.name, family),
+                family=method.config.family(), budget=method.config.budget_label(),
+                family_key=stable_key(method.name, family),
                 config_key=stable_key(method.name, config),
                 **{f"method.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items()})
 
@@ -70,8 +71,8 @@ def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
         torch.cuda.set_device(torch.device(device))
     if device == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
-    model = ModelConfig(**model_values(cfg))
     workload = build(cfg.workload)
+    model = ModelConfig(**model_values(cfg, required=workload.needs_model))
     methods = [build(m) for m in method_configs(cfg)]  # static config errors surface here, before any model work
     items = workload.items()
     workload.check(cfg.metrics)
@@ -127,9 +128,10 @@ def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
     return summary
 
 
-def model_values(cfg: DictConfig) -> dict:
-    """The model group's values, with a one-line error for a required value left unset (``???``)."""
-    for key in ("path", "image"):
+def model_values(cfg: DictConfig, required: bool) -> dict:
+    """The model group's values, with a one-line error for a required value left unset (``???``; a workload that
+    never loads the model, such as synthetic attention, needs none)."""
+    for key in ("path", "image") if required else ():
         if OmegaConf.is_missing(cfg.model, key):
             raise ValueError(f"model.{key} is required for model={cfg.model.name}: pass model.{key}=<path>"
                              + (" (the local diffusers directory)" if key == "path" else " (the conditioning image)"))

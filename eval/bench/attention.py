@@ -20,15 +20,15 @@ import traceback
 import torch
 
 from eval.bench.rows import RowWriter
-from eval.clock import Clock, median_ms
-from eval.shapes import ModelShape, get_shape, parse_shapes, svg2_preset_for
+from svg2.timing import Clock, median_ms
+from eval.shapes import ModelShape, get_shape, parse_shapes
 from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.kernels.permute import gather_rows
 from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest, cluster_means
 from svg2.kernels.varblock import default_config, make_plan, parse_config, varblock_attention
 from svg2.kmeans import kmeans
-from svg2.methods import build_method
+from svg2.methods import build_method, svg2_preset
 
 DEFAULT_SHAPES = "wan_t2v_1.3b_480p,wan_t2v_14b_720p,hunyuan_720p"  # 12 x 32,760; 40 x 75,600; 24 x 119,056
 CUDA_CLOCK = Clock("cuda")
@@ -81,7 +81,7 @@ def calibrate(shape: ModelShape, target: float = 0.27) -> float:
 
 def _svg2_cfg(shape: ModelShape, iters_first: int = 50) -> dict:
     """The shape's upstream svg2 preset, every call sparse (no warm-up), 2 warm k-means iterations."""
-    return svg2_preset_for(shape, dense_steps=0, dense_layers=0, kmeans_iters_first=iters_first,
+    return svg2_preset(shape.name, dense_steps=0, dense_layers=0, kmeans_iters_first=iters_first,
                            kmeans_iters_step=2, check_finite=False, profile=False).__dict__
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from eval.bench.rows import RowWriter
-from eval.clock import Clock, median_ms
+from svg2.timing import Clock, median_ms
 from eval.metrics.attention import relative_l2
 from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention

@@ -32,11 +32,11 @@ import pandas as pd
 import torch
 
 from eval.bench.rows import RowWriter
-from eval.clock import Clock
+from svg2.timing import Clock
 from eval.shapes import (ModelShape, build_transformer, from_transformer, load_config, parse_shapes,
-                         svg2_preset_for, transformer_inputs)
+                         transformer_inputs)
 from svg2.diffusers import apply, remove
-from svg2.methods import build_method
+from svg2.methods import build_method, svg2_preset
 from svg2.timing import STAGES
 
 DEFAULT_SHAPES = "wan_t2v_1.3b_480p,wan_t2v_14b_720p,hunyuan_720p"
@@ -73,8 +73,8 @@ def method_sizes(shape: ModelShape):
     """(svg2 preset, positional block size) of a shape: the upstream preset at real shapes, tiny at toy ones."""
     if shape.name in TOY:
         sizes = {k: v for k, v in TOY_SIZES.items() if k != "block_size"}
-        return svg2_preset_for("wan_t2v_1.3b_480p", **sizes), TOY_SIZES["block_size"]
-    return svg2_preset_for(shape), BLOCK_SIZE
+        return svg2_preset("wan_t2v_1.3b_480p", **sizes), TOY_SIZES["block_size"]
+    return svg2_preset(shape.name), BLOCK_SIZE
 
 
 def bench_methods(shape: ModelShape, densities, dense_backends,

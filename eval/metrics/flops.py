@@ -32,7 +32,7 @@ import argparse
 import math
 from dataclasses import replace
 
-from eval.shapes import SHAPES, ModelShape, latent_tokens  # noqa: F401  (latent_tokens: eval.models reads it here)
+from eval.shapes import SHAPES, ModelShape
 
 
 def layer_flops(shape: ModelShape, density: float = 1.0) -> tuple[float, float]:

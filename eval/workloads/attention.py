@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from eval.metrics import SHAPES, cosine_error, relative_l2
+from eval.metrics import cosine_error, relative_l2
 from eval.metrics.attention import plan_quality
 from eval.results import atomic_write, stable_key
+from eval.shapes import SHAPES
 from eval.workloads.base import Job, check_generation, prompt_items
 from eval.workloads.common import ratio, summarise_calls
 from svg2.methods.joint import masked_dense_attention

@@ -49,9 +49,10 @@ UPSTREAM_RULES = dict(dense_rounding="floor", share_cfg_state=True, centroid_dty
 
 # Upstream settings (Sparse VideoGen2 release): QC by resolution, KC 1000, top_p 0.9, min_kc_ratio 0.1,
 # 50 then 2 k-means iterations, dense warm-up over the first 20-30% of steps and layer 0.
-SVG2_PRESETS = {
-    "wan_720p": dict(num_q_clusters=300),
-    "wan_480p": dict(num_q_clusters=200),
+SVG2_PRESETS = {  # keyed by the shape names of eval.shapes
+    "wan_t2v_14b_720p": dict(num_q_clusters=300),
+    "wan_i2v_14b_720p": dict(num_q_clusters=300),
+    "wan_t2v_1.3b_480p": dict(num_q_clusters=200),
     "hunyuan_720p": dict(num_q_clusters=400),
 }
 _UPSTREAM = dict(num_k_clusters=1000, top_p=0.9, min_kc_ratio=0.1, kmeans_iters_first=50, kmeans_iters_step=2,

@@ -8,7 +8,7 @@ from eval.metrics.flops import flops_account
 from eval.metrics.pipeline_flops import TEXT_TOKENS, committed_count, count_pipeline, on_meta, pipeline_account
 from eval.shapes import SHAPES, from_transformer
 from svg2.diffusers import build_tiny_pipeline, load_pipeline
-from svg2.diffusers.tiny import TINY_CALL
+from svg2.diffusers import model_spec
 
 STEPS = 2
 
@@ -23,7 +23,7 @@ def test_account_equals_the_counter_over_a_real_tiny_generation(kind, tmp_path):
     from torch.utils.flop_counter import FlopCounterMode
 
     pipe = load_pipeline(kind, build_tiny_pipeline(kind, tmp_path / kind))
-    call = dict(TINY_CALL[kind], num_inference_steps=STEPS, output_type="np")
+    call = dict(model_spec(kind).tiny_call, num_inference_steps=STEPS, output_type="np")
     if kind == "wan_i2v":
         call["image"] = Image.new("RGB", (call["width"], call["height"]))
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -1,8 +1,8 @@
 """The registry of real model shapes: what the FLOPs account, the benchmarks and the CLIs rely on."""
 import pytest
 
-from eval.shapes import SHAPES, build_transformer, from_transformer, get_shape, load_config, parse_shapes, \
-    svg2_preset_for
+from eval.shapes import SHAPES, build_transformer, from_transformer, get_shape, load_config, parse_shapes
+from svg2.methods import svg2_preset
 
 
 def test_shapes_have_the_documented_sizes():
@@ -41,8 +41,8 @@ def test_fewer_layers_change_only_the_depth():
 
 
 def test_svg2_presets_follow_the_resolution():
-    assert svg2_preset_for("wan_t2v_14b_720p").num_q_clusters == 300
-    assert svg2_preset_for(SHAPES["hunyuan_720p"]).num_q_clusters == 400
-    assert svg2_preset_for("wan_t2v_1.3b_480p", top_p=0.95).top_p == 0.95
-    with pytest.raises(ValueError, match="no svg2 preset"):
-        svg2_preset_for("cogvideox_5b_480p")
+    assert svg2_preset("wan_t2v_14b_720p").num_q_clusters == 300
+    assert svg2_preset(SHAPES["hunyuan_720p"].name).num_q_clusters == 400
+    assert svg2_preset("wan_t2v_1.3b_480p", top_p=0.95).top_p == 0.95
+    with pytest.raises(ValueError, match="preset='cogvideox_5b_480p'; expected one of"):
+        svg2_preset("cogvideox_5b_480p")

@@ -97,12 +97,12 @@ def test_tile_alignment_moves_few_queries_and_keeps_the_selection():
 
 
 def test_presets_carry_the_upstream_settings():
-    assert set(SVG2_PRESETS) == {"wan_720p", "wan_480p", "hunyuan_720p"}
-    c = svg2_preset("wan_720p")
+    assert set(SVG2_PRESETS) == {"wan_t2v_14b_720p", "wan_i2v_14b_720p", "wan_t2v_1.3b_480p", "hunyuan_720p"}
+    c = svg2_preset("wan_t2v_14b_720p")
     assert (c.num_q_clusters, c.num_k_clusters, c.top_p, c.min_kc_ratio) == (300, 1000, 0.9, 0.1)
     assert (c.kmeans_iters_first, c.kmeans_iters_step) == (50, 2)
-    assert svg2_preset("hunyuan_720p").num_q_clusters == 400 and svg2_preset("wan_480p").num_q_clusters == 200
-    assert svg2_preset("wan_480p", top_p=0.95).top_p == 0.95
+    assert svg2_preset("hunyuan_720p").num_q_clusters == 400 and svg2_preset("wan_t2v_1.3b_480p").num_q_clusters == 200
+    assert svg2_preset("wan_t2v_1.3b_480p", top_p=0.95).top_p == 0.95
     with pytest.raises(ValueError, match="preset='sd3'"):
         svg2_preset("sd3")
 
