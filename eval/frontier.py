@@ -1,15 +1,18 @@
 """Pareto frontiers of a results folder: quality (PSNR, SSIM, LPIPS, attention error) against cost
-(speedup, density, FLOPs). Rows are first averaged per method configuration over prompts and seeds.
+(speedup, density, FLOPs). Rows are first averaged per method configuration over prompts and seeds, with a
+95 % t-interval; methods are also compared at matched sparse density (``eval.compare``).
 
-    from eval.frontier import load_configs, pareto_mask, plot_frontiers
+    from eval.frontier import load_configs, pareto_mask, frontier_figure, plot_frontiers
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from eval.compare import BOOTSTRAP_SEED, disambiguate, matched, t_interval, with_curves
 from eval.results import atomic_write, load_results
 
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "lpips_vgg": False, "rel_l2": False,
@@ -20,46 +23,60 @@ LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS (AlexNet)", "lpip
           "sparse_density": "density of sparse calls", "flops_ratio": "FLOPs / dense FLOPs",
           "speedup_e2e": "end-to-end speedup", "speedup_step": "per-step speedup", "speedup_attn": "attention speedup"}
 GROUP = ["sweep", "model", "workload", "hardware", "method", "config_key"]
+COMPARE_GROUP = ["model", "workload", "hardware"]  # rows compared item by item (one table each)
+INTERVAL = [*HIGHER_IS_BETTER, "flops"]  # the per-config means that get a 95 % interval (``<metric>_ci95``)
+CI = " ±95%"  # a display table's column '<name> ±95%' holds the interval half-width of column '<name>'
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 
 
-def axis_label(metric: str, timer: str | None = None) -> str:
+def axis_label(metric: str, timer: str | None = None, processes: int = 1) -> str:
     label = LABELS.get(metric, metric)
     if metric.startswith("speedup") and timer == "cpu_wall":  # CPU timings are never called speedups
-        label = label.replace("speedup", "dense time / time (CPU wall clock)")
+        label = label.replace("speedup", "dense time / time (CPU wall clock"
+                              + (f", {processes} processes)" if processes > 1 else ")"))
     return label
 
 
 def load_configs(folder) -> pd.DataFrame:
-    """One row per method configuration (and model, workload, hardware): metrics averaged over rows."""
+    """One row per method configuration (and model, workload, hardware): metrics averaged over rows, with the
+    half-width of their 95 % t-interval over those rows (``<metric>_ci95``), ``rows`` (n) and ``writers`` (the
+    processes that wrote them, 'host/pid', where rows record it)."""
     df = load_results(folder)
     if "status" in df:
         df = df[df["status"] == "ok"]
     if df.empty:
         return df
+    df = with_curves(df.assign(_writer=_writer_ids(df)))
     group = [c for c in GROUP if c in df] + ([] if "config_key" in df else ["label"])
     groups = df.groupby(group, dropna=False, sort=True)
     numeric = [c for c in df.columns if c not in group and pd.api.types.is_numeric_dtype(df[c])
-               and not c.startswith("method.")]
+               and not c.startswith("method.") and c not in ("order", "pid")]
     agg = groups[numeric].mean().reset_index()
     agg["rows"] = groups.size().values
-    for col in ["label", "timer", "order", "reference", "family", "family_key",
+    for col in [c for c in INTERVAL if c in numeric]:
+        agg[f"{col}_ci95"] = groups[col].agg(lambda v: t_interval(v)[1]).values
+    agg["writers"] = groups["_writer"].agg(lambda v: ";".join(sorted(set(v.dropna())))).values
+    for col in ["label", "timer", "order", "reference", "family", "family_key", "budget", "curve", "curve_key",
                 *[c for c in df.columns if c.startswith("method.")]]:
         if col in df and col not in group:
             agg[col] = groups[col].first().values
-    return _unique_labels(agg)
+    return disambiguate(agg, "label", "config_key")
 
 
-def _unique_labels(agg: pd.DataFrame) -> pd.DataFrame:
-    """Configurations that share a label get the method values that tell them apart appended."""
-    if "config_key" not in agg:
-        return agg
-    for label, part in agg.groupby("label"):
-        if part["config_key"].nunique() < 2:
-            continue
-        varying = [c for c in part.columns if c.startswith("method.") and part[c].astype(str).nunique() > 1]
-        for i, row in part.iterrows():
-            agg.loc[i, "label"] = label + " " + " ".join(f"{c[len('method.'):]}={row[c]}" for c in varying)
-    return agg
+def _writer_ids(rows: pd.DataFrame) -> pd.Series:
+    """'host/pid' of the process that wrote each row; missing where rows do not record it."""
+    if "host" not in rows or "pid" not in rows:
+        return pd.Series(None, index=rows.index, dtype=object)
+    ok = rows["host"].notna() & rows["pid"].notna()
+    return (rows["host"].astype(str) + "/" + rows["pid"].astype(str)).where(ok, None)
+
+
+def process_count(configs: pd.DataFrame) -> int:
+    """How many processes wrote these configurations' rows (1 where rows do not record host and pid)."""
+    if "writers" not in configs:
+        return 1
+    ids = {w for cell in configs["writers"].dropna() for w in str(cell).split(";") if w}
+    return max(1, len(ids))
 
 
 def pareto_mask(x, y, x_higher: bool, y_higher: bool) -> np.ndarray:
@@ -76,10 +93,10 @@ def pareto_mask(x, y, x_higher: bool, y_higher: bool) -> np.ndarray:
 
 
 def frontier_table(configs: pd.DataFrame, quality: str, cost: str) -> pd.DataFrame:
-    """Every configuration with its quality/cost and whether it is on the (all-method) frontier."""
-    extra = ("density", "flops_ratio", "speedup_e2e", "speedup_attn", "rows")
-    cols = [c for c in ("method", "label", quality, cost, *extra) if c in configs and configs[c].notna().any()]
-    table = configs[list(dict.fromkeys(cols))].copy()
+    """Every configuration with its quality/cost (mean and ``<col> ±95%``), n, and whether it is on the
+    (all-method) frontier."""
+    extra = ("density", "flops_ratio", "speedup_e2e", "speedup_attn")
+    table = with_intervals(configs, ["method", "label", quality, cost, *extra])
     if quality in configs and cost in configs:
         table["frontier"] = pareto_mask(configs[cost], configs[quality], HIGHER_IS_BETTER.get(cost, True),
                                         HIGHER_IS_BETTER.get(quality, True))
@@ -87,64 +104,146 @@ def frontier_table(configs: pd.DataFrame, quality: str, cost: str) -> pd.DataFra
     return table.reset_index(drop=True)
 
 
-def plot_frontiers(configs: pd.DataFrame, quality: list[str], cost: list[str], path, title: str = "") -> Path:
-    """One subplot per (quality, cost) pair: every configuration as a point, each method's own frontier as
-    a line, dense (the reference) as a star."""
-    import matplotlib
+def with_intervals(configs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The given columns of ``configs`` (those with a value), each metric with its '<col> ±95%' beside it (shown as
+    'mean ± half-width' by ``markdown_table``), and n."""
+    cols = list(dict.fromkeys(c for c in columns if c in configs and configs[c].notna().any()))
+    table = configs[cols].copy()
+    for col in cols:
+        if f"{col}_ci95" in configs:
+            table[f"{col}{CI}"] = configs[f"{col}_ci95"]
+    table["n"] = configs["rows"]
+    return table
 
-    matplotlib.use("Agg")
+
+def frontier_figure(configs: pd.DataFrame, quality: list[str], cost: list[str], title: str | None = None):
+    """One subplot per (quality, cost) pair: every configuration as a point with its 95 % interval on both axes
+    and its budget written beside it; one colour per method and one marker per config family (legend entry per
+    family), each method's own frontier as a line; the reference as a star where its value is finite, and said in
+    words where it is not (PSNR = ∞). Returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     quality = [q for q in quality if q in configs and configs[q].notna().any()]
     cost = [c for c in cost if c in configs and configs[c].notna().any()]
     if not quality or not cost:
         raise ValueError(f"no plottable axes: quality {quality}, cost {cost} among columns {sorted(configs.columns)}")
+    configs = configs if "curve" in configs else with_curves(configs)
+    configs = configs.assign(reference=configs["reference"].astype(bool))
     timer = configs["timer"].iloc[0] if "timer" in configs else None
-    fig, axes = plt.subplots(len(quality), len(cost), figsize=(4.2 * len(cost), 3.4 * len(quality)), squeeze=False)
-    colours = {m: f"C{i}" for i, m in enumerate(sorted(configs["method"].unique()))}
+    processes = process_count(configs)
+    style = _styles(configs)
+    fig, axes = plt.subplots(len(quality), len(cost), figsize=(4.4 * len(cost), 3.6 * len(quality)), squeeze=False,
+                             layout="constrained")
+    reference_drawn = False
     for (qi, q), (ci, c) in ((a, b) for a in enumerate(quality) for b in enumerate(cost)):
         ax = axes[qi][ci]
-        for method, part in configs.groupby("method"):
-            part = part[part[c].notna()]
-            if _is_reference(part):
-                y = part[q].replace([np.inf, -np.inf], np.nan).fillna(_top(configs[q], q))
-                ax.scatter(part[c], y, marker="*", s=140, color="k", label=f"{method} (exact)", zorder=3)
-                continue
-            ax.scatter(part[c], part[q], color=colours[method], label=method, alpha=0.8)
+        points = configs[configs[c].notna() & configs[q].notna()]
+        infinite = points[np.isinf(points[q].astype(float))]
+        points = points.drop(infinite.index)
+        ref = points[points["reference"]]
+        if len(ref):
+            ax.scatter(ref[c], ref[q], marker="*", s=160, color="k", zorder=4)
+            reference_drawn = True
+        for _, part in points[~points["reference"]].groupby("method", sort=False):
+            for key, fam in part.groupby("curve_key", sort=False):
+                colour, marker = style[key]
+                ax.scatter(fam[c], fam[q], color=colour, marker=marker, alpha=0.85, zorder=3)
+            _error_bars(ax, part, c, q, style[part["curve_key"].iloc[0]][0])
+            for _, row in part.iterrows():
+                if row["budget"]:
+                    ax.annotate(row["budget"], (row[c], row[q]), textcoords="offset points", xytext=(4, 3),
+                                fontsize=7, color=style[row["curve_key"]][0])
             front = part[pareto_mask(part[c], part[q], HIGHER_IS_BETTER.get(c, True), HIGHER_IS_BETTER.get(q, True))]
             front = front.sort_values(c)
-            ax.plot(front[c], front[q], color=colours[method], lw=1.5)
-        ax.set_xlabel(axis_label(c, timer))
-        ax.set_ylabel(axis_label(q, timer))
+            ax.plot(front[c], front[q], color=style[part["curve_key"].iloc[0]][0], lw=1.2, zorder=2)
+        if len(infinite):  # a value that cannot be drawn on the axis is written on it
+            name = LABELS.get(q, q).split(" (")[0]
+            lines = [f"{r['label']}: " + (f"exact, {name} = ∞" if r["reference"] else f"{name} = ∞ (not drawn)")
+                     for _, r in infinite.iterrows()]
+            ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=8,
+                    bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
+        ax.set_xlabel(axis_label(c, timer, processes))
+        ax.set_ylabel(axis_label(q, timer, processes))
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0))
-    if title:
-        fig.suptitle(title, y=1.04)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    handles = []
+    if reference_drawn:
+        label = ", ".join(configs.loc[configs["reference"], "label"].astype(str).unique())
+        handles.append(Line2D([], [], color="k", marker="*", markersize=11, ls="none", label=f"{label} (exact)"))
+    handles += [Line2D([], [], color=colour, marker=marker, ls="none", label=label)
+                for label, colour, marker in _legend_entries(configs, style)]
+    # the title, then the legend under it, then the axes: rows of inches turned into fractions of the figure
+    ncol = max(1, min(len(handles), round(fig.get_figwidth() / 2.2)))  # about 2.2 inches an entry
+    height = fig.get_figheight()
+    top = 1 - (0.35 + 0.28 * -(-len(handles) // ncol)) / height
+    fig.get_layout_engine().set(rect=(0, 0, 1, top))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, top), ncol=ncol, fontsize=9, frameon=False)
+    fig.suptitle(title if title is not None else figure_title(configs), y=1 - 0.08 / height, va="top")
+    notes = _footnotes(configs, timer, processes)
+    if notes:  # below the axes; savefig(bbox_inches="tight") keeps it
+        fig.text(0.01, 0.0, "\n".join(notes), fontsize=8, va="top", ha="left")
+    return fig
+
+
+def plot_frontiers(configs: pd.DataFrame, quality: list[str], cost: list[str], path, title: str | None = None) -> Path:
+    """``frontier_figure`` written to ``path`` (PNG, atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = frontier_figure(configs, quality, cost, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # one per writer: reports may run at once
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
     return path
 
 
-def _is_reference(part: pd.DataFrame) -> bool:
-    """Rows of the dense reference (older result folders without the column: configs at density 1)."""
-    if "reference" in part and part["reference"].notna().any():
-        return bool(part["reference"].fillna(False).astype(bool).all())
-    return "density" in part and bool((part["density"] == 1).all())
+def _styles(configs: pd.DataFrame) -> dict:
+    """(colour, marker) per curve key: a colour per method and a marker per config family of that method, both in
+    table order (the rows' ``order``, then the label), never chosen by name."""
+    sparse = configs[~configs["reference"]].sort_values(["order", "curve"])
+    style = {}
+    for i, method in enumerate(dict.fromkeys(sparse["method"])):
+        keys = dict.fromkeys(sparse.loc[sparse["method"] == method, "curve_key"])
+        style.update({key: (f"C{i % 10}", MARKERS[j % len(MARKERS)]) for j, key in enumerate(keys)})
+    return style
 
 
-def _top(values: pd.Series, metric: str) -> float:
-    """Where dense (exact, e.g. PSNR = inf) is drawn: just past the best finite value."""
-    finite = values[np.isfinite(values.astype(float))]
-    if finite.empty:
-        return 0.0
-    span = (finite.max() - finite.min()) or abs(finite.max()) or 1.0
-    return finite.max() + 0.1 * span if HIGHER_IS_BETTER.get(metric, True) else finite.min() - 0.1 * span
+def _legend_entries(configs: pd.DataFrame, style: dict) -> list[tuple[str, str, str]]:
+    sparse = configs[~configs["reference"]].sort_values(["order", "curve"])
+    first = sparse.drop_duplicates("curve_key")
+    return [(row["curve"], *style[row["curve_key"]]) for _, row in first.iterrows()]
+
+
+def _error_bars(ax, part: pd.DataFrame, x: str, y: str, colour: str) -> None:
+    for col, kw in ((y, "yerr"), (x, "xerr")):
+        err = part.get(f"{col}_ci95")
+        if err is None:
+            continue
+        has = err.notna() & np.isfinite(part[x].astype(float)) & np.isfinite(part[y].astype(float))
+        if has.any():
+            ax.errorbar(part.loc[has, x], part.loc[has, y], **{kw: err[has]}, fmt="none", ecolor=colour,
+                        elinewidth=0.8, capsize=2, alpha=0.6, zorder=2)
+
+
+def _footnotes(configs: pd.DataFrame, timer, processes: int, intervals: str = "Bars") -> list[str]:
+    sparse = configs[~configs["reference"].astype(bool)]
+    ns = sorted(set(sparse["rows"].astype(int))) if "rows" in sparse else []
+    if ns == [1]:
+        notes = ["n = 1 per configuration: no intervals."]
+    else:
+        notes = [f"{intervals}: 95 % t-intervals over prompts and seeds (n = {', '.join(map(str, ns))} per "
+                 "configuration)" + ("; none where n = 1." if 1 in ns else ".")] if ns else []
+    if timer == "cpu_wall":
+        notes.append("Time ratios are CPU wall clock, not speedups of the method.")
+        if processes > 1:
+            notes.append(f"They were measured by {processes} processes: each ratio compares dense and sparse inside "
+                         "one process, under that process's load, and ratios of different processes share the axis.")
+    return notes
 
 
 def report(folder, frontier_cfg) -> tuple[Path, str]:
@@ -155,46 +254,143 @@ def report(folder, frontier_cfg) -> tuple[Path, str]:
         print(f"no finished rows in {folder}; nothing to draw")
         return None, ""
     quality, cost = list(frontier_cfg["quality"]), list(frontier_cfg["cost"])
-    plot = plot_frontiers(configs, quality, cost, folder / "frontier.png", title=_title(configs))
+    plot = plot_frontiers(configs, quality, cost, folder / "frontier.png")
     table = frontier_table(configs, quality[0], cost[0])
     timer = configs["timer"].iloc[0] if "timer" in configs else None
-    text = (f"{_title(configs)}\n\n" + markdown_table(table)
-            + ("\n\nTimes are CPU wall clock: time ratios, not speedups of the method." if timer == "cpu_wall" else ""))
+    notes = _footnotes(configs, timer, process_count(configs), intervals="±")
+    text = f"{figure_title(configs)}\n\n" + markdown_table(table) + "\n\n" + " ".join(notes)
     densities = list(frontier_cfg.get("matched_density") or [])
     if densities:
-        text += "\n\n" + matched_density_text(load_results(folder), quality[0], densities)
+        try:
+            text += "\n\n" + matched_tables(load_results(folder), [quality[0]], densities,
+                                            frontier_cfg.get("against"))[1]
+        except ValueError as e:  # a misspelt metrics.frontier.against: the rest of the report still stands
+            text += f"\n\nmetrics.frontier.{e}"
     atomic_write(folder / "frontier.md", (text + "\n").encode())
     print(text)
     print(f"\nfrontier plot: {plot}")
     return plot, text
 
 
-def matched_density_text(rows: pd.DataFrame, metric: str, densities: list[float]) -> str:
-    """Each method family's budget curve at the same sparse densities (interpolated in log-density, mean over
-    prompts and seeds; '-' where its budgets do not reach a density)."""
-    from eval.compare import at_density
+def comparison_groups(rows: pd.DataFrame):
+    """(title, rows) per (model, workload, hardware): the rows that share items and are compared with each other."""
+    keys = [k for k in COMPARE_GROUP if k in rows]
+    if not keys:
+        yield "", rows
+        return
+    for group, part in rows.groupby(keys, dropna=False, sort=True):
+        group = group if isinstance(group, tuple) else (group,)
+        yield " | ".join(f"{k}: {v}" for k, v in zip(keys, group)), part
 
-    table = at_density(rows, metric, densities)
-    table = table.rename(columns={d: f"d={d:g}" for d in densities}).reset_index().rename(columns={"curve": "method"})
-    return (f"{LABELS.get(metric, metric)} at equal density of the sparse calls (interpolated along each method's "
-            f"budget curve):\n\n" + markdown_table(table))
+
+def matched_tables(rows: pd.DataFrame, metrics: list[str], densities: list[float], against: str | None = None):
+    """(tidy frame, markdown) of every metric at matched sparse density, per comparison group: the mean over
+    items with its t-interval, and the paired difference against one family with its bootstrap interval."""
+    if against is not None:
+        ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+        known = sorted(set(with_curves(ok).query("~reference")["curve"])) if len(ok) else []
+        if against not in known:
+            raise ValueError(f"against={against!r} is not a method family of these rows; expected one of {known}")
+    frames, text = [], []
+    for title, part in comparison_groups(rows):
+        sections = []
+        for metric in metrics:
+            if metric not in part or not part[metric].notna().any():
+                continue
+            try:
+                table = matched(part, metric, densities, against)
+            except ValueError:  # ``against`` ran in another group only
+                sections.append(f"{LABELS.get(metric, metric)}: no method family {against!r} in this group.")
+                continue
+            if table.empty:
+                continue
+            frames.append(table.assign(group=title, metric=metric))
+            sections.append(_matched_markdown(table, metric, densities))
+        if sections:
+            text.append((f"#### {title}\n\n" if title else "") + "\n\n".join(sections))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return frame, "\n\n".join(text)
+
+
+def _matched_markdown(table: pd.DataFrame, metric: str, densities: list[float]) -> str:
+    name = LABELS.get(metric, metric)
+    against = table["against"].iloc[0]
+    means, diffs = [], []
+    for curve, part in table.groupby("curve", sort=False):
+        part = part.set_index("density")
+        mean = {"method": curve, "n": int(part["n"].iloc[0])}
+        diff = {"method": curve, "n": int(part["n_paired"].iloc[0])}
+        for d in densities:
+            mean[f"d={d:g}"], mean[f"d={d:g}{CI}"] = part.loc[d, "mean"], part.loc[d, "ci95"]
+            diff[f"Δ at d={d:g}"] = format_range(*part.loc[d, ["diff", "diff_low", "diff_high"]])
+        means.append(mean)
+        if curve != against:
+            diffs.append(diff)
+    better = "higher" if HIGHER_IS_BETTER.get(metric, True) else "lower"
+    text = (f"{name} at matched density of the sparse calls (each method family's budget curve interpolated per "
+            f"prompt and seed in log-density; mean ± 95 % t-interval over its n items; — where its budgets do not "
+            f"reach a density, never extrapolated):\n\n" + markdown_table(pd.DataFrame(means)))
+    if diffs:
+        text += (f"\n\nPaired difference against {against} (method − {against} over the prompts and seeds both "
+                 f"ran, n of them; [bootstrap 95 % interval], seed {BOOTSTRAP_SEED}; {better} {name} is better)."
+                 + (" With 5 or fewer items a bootstrap interval cannot leave the range of the item differences, "
+                    "so it understates the uncertainty." if 1 < min(d["n"] for d in diffs) <= 5 else "")
+                 + "\n\n" + markdown_table(pd.DataFrame(diffs)))
+    return text
+
+
+def format_interval(mean, half) -> str:
+    """'16.3 ± 5.7': to the decimals that give the half-width two significant digits (the mean at least three);
+    the mean alone where the interval is absent (n = 1) or of zero width (exact values)."""
+    if mean is None or pd.isna(mean):
+        return "—"
+    if np.isinf(mean):
+        return "inf" if mean > 0 else "-inf"
+    if half is None or pd.isna(half) or half == 0:
+        return f"{mean:.4g}"
+    dec = max(_decimals(half), _decimals(mean, digits=3)) if mean else _decimals(half)
+    return f"{mean:.{dec}f} ± {half:.{dec}f}"
+
+
+def format_range(value, low, high) -> str:
+    """'-1.15 [-2.9, 0.60]': the value and its interval to the decimals of the interval's half-width."""
+    if value is None or pd.isna(value):
+        return "—"
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:.3g}"
+    half = (high - low) / 2
+    if half == 0:
+        return f"{value:.4g} [{low:.4g}, {high:.4g}]"
+    dec = _decimals(half)
+    return f"{value:.{dec}f} [{low:.{dec}f}, {high:.{dec}f}]"
+
+
+def _decimals(value: float, digits: int = 2) -> int:
+    """Decimals that show ``digits`` significant digits of ``value`` (0 to 8)."""
+    return int(min(8, max(0, digits - 1 - np.floor(np.log10(abs(value))))))
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub markdown table (floats to ``digits`` significant figures, missing values as '-')."""
+    """A GitHub markdown table: floats to ``digits`` significant figures, missing values as '—'; a column
+    '<name> ±95%' is shown inside column '<name>' as 'mean ± half-width'."""
     def cell(v):
         if v is None or (isinstance(v, float) and np.isnan(v)):
-            return "-"
+            return "—"
         if isinstance(v, (float, np.floating)):
             return "inf" if np.isinf(v) else f"{v:.{digits}g}"
         return str(v)
 
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    shown = [c for c in df.columns if not str(c).endswith(CI)]
+    rows = []
+    for _, row in df.iterrows():
+        rows.append([format_interval(row[c], row[f"{c}{CI}"]) if f"{c}{CI}" in df else cell(row[c]) for c in shown])
+    lines = ["| " + " | ".join(map(str, shown)) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def _title(configs: pd.DataFrame) -> str:
+def figure_title(configs: pd.DataFrame) -> str:
+    """'model: ... | workload: ... | hardware: ...' of the configurations."""
     parts = [f"{c}: {', '.join(map(str, configs[c].dropna().unique()))}" for c in ("model", "workload", "hardware")
              if c in configs]
-    return " | ".join(parts)
+    return " | ".join(parts) or "frontiers"

@@ -172,7 +172,8 @@ def _per_step(forward_ms: list, steps: int):
 
 def save_comparison_gif(path: Path, ref: torch.Tensor, out: torch.Tensor, max_height: int = 128, fps: int = 8,
                         gain: float = 4.0) -> Path:
-    """dense | sparse | gain·|difference| side by side, one GIF frame per video frame."""
+    """dense | sparse | gain·|difference| side by side under a header strip naming each panel, one GIF frame per
+    video frame."""
     from PIL import Image
 
     diff = ((out - ref).abs() * gain).clamp(0, 1)
@@ -180,9 +181,52 @@ def save_comparison_gif(path: Path, ref: torch.Tensor, out: torch.Tensor, max_he
     h = strip.shape[-2]
     if h > max_height:
         strip = torch.nn.functional.interpolate(strip, scale_factor=max_height / h, mode="area")
+    reference = reference_method().config.label()
+    labels = [[reference], ["sparse"], [f"{gain:g}x|difference|", f"{gain:g}x|diff|"]]  # the font has no '×'
+    header = _panel_header(strip.shape[-1], strip.shape[-2], labels)
     images = [Image.fromarray((f.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()) for f in strip]
+    images = [_stack(header, im) for im in images]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.gif")
     images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     tmp.replace(path)
     return path
+
+
+def _panel_header(width: int, height: int, labels: list[list[str]]):
+    """A white strip as wide as the panels, each panel's label centred over it (the first candidate that fits
+    the panel's width, else the last at a smaller size)."""
+    from PIL import Image, ImageDraw
+
+    panel = width // len(labels)
+    size = max(8, min(16, round(height * 0.14)))
+    strip = Image.new("RGB", (width, size + 6), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, candidates in enumerate(labels):
+        for text in candidates:
+            font = _font(size)
+            if draw.textlength(text, font=font) <= panel - 2:
+                break
+        while draw.textlength(text, font=font) > panel - 2 and getattr(font, "size", 0) > 6:
+            font = _font(font.size - 1)
+        x = i * panel + (panel - draw.textlength(text, font=font)) / 2
+        draw.text((x, 3), text, fill="black", font=font)
+    return strip
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's bundled scalable font (Pillow >= 10.1 with FreeType)
+    except TypeError:  # older Pillow: its fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _stack(header, image):
+    from PIL import Image
+
+    out = Image.new("RGB", (image.width, header.height + image.height), "white")
+    out.paste(header, (0, 0))
+    out.paste(image, (0, header.height))
+    return out
