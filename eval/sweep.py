@@ -66,6 +66,11 @@ class Summary:
 
 def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
     """Run every (method, prompt, seed) row of this job."""
+    with logging_quiet():
+        return _run(cfg, job_num)
+
+
+def _run(cfg: DictConfig, job_num: int | None) -> Summary:
     device = resolve_device(cfg.device, job_num)
     if torch.device(device).type == "cuda" and torch.device(device).index is not None:
         torch.cuda.set_device(torch.device(device))
@@ -101,27 +106,25 @@ def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
         print(f"{len(done)} of {len(jobs)} rows already done in {store.folder}: skipped")
     progress = Progress(len(jobs) - len(done), cfg.progress)
     pipe = None
-    with logging_quiet():
-        for key, method, prompt, seed in jobs:
-            if key in done:
-                summary.skipped += 1
-                objective.append(store.read(key).get(cfg.sweep.objective))
-                continue
-            label = method.config.label()
-            progress.start(f"{label} | {prompt[:40]!r} seed {seed}")
-            if pipe is None and workload.needs_model:
-                pipe = model.load(device)
-                pipe.set_progress_bar_config(disable=True)
-            job = Job(method, model, prompt, seed, device, cache, store.folder / "frames" / key, cfg.metrics, pipe)
-            row = {**method_columns(method), **identity, "prompt": prompt, "seed": seed, **measure(workload, job, cfg)}
-            if row["status"] == "ok":
-                summary.ok += 1
-                objective.append(row.get(cfg.sweep.objective))
-            else:
-                summary.failed += 1
-            store.write(key, row)
-            store.combine()
-            progress.done(row, cfg.sweep.objective)
+    for key, method, prompt, seed in jobs:
+        if key in done:
+            summary.skipped += 1
+            objective.append(store.read(key).get(cfg.sweep.objective))
+            continue
+        progress.start(f"{method.config.label()} | {prompt[:40]!r} seed {seed}")
+        if pipe is None and workload.needs_model:
+            pipe = model.load(device)
+            pipe.set_progress_bar_config(disable=True)
+        job = Job(method, model, prompt, seed, device, cache, store.folder / "frames" / key, cfg.metrics, pipe)
+        row = {**method_columns(method), **identity, "prompt": prompt, "seed": seed, **measure(workload, job, cfg)}
+        if row["status"] == "ok":
+            summary.ok += 1
+            objective.append(row.get(cfg.sweep.objective))
+        else:
+            summary.failed += 1
+        store.write(key, row)
+        store.combine()
+        progress.done(row, cfg.sweep.objective)
     progress.close()
     values = [v for v in objective if isinstance(v, (int, float))]
     summary.objective = sum(values) / len(values) if values else float("nan")
@@ -142,10 +145,11 @@ class Progress:
     """One bar over the rows on a terminal; one plain line per row elsewhere (log files); nothing when off."""
 
     def __init__(self, total: int, mode):
-        mode = sys.stderr.isatty() if mode in ("auto", None) else bool(mode)
-        self.bar = tqdm(total=total, unit="row", dynamic_ncols=True) if mode and sys.stderr.isatty() else None
-        self.lines = bool(mode) and self.bar is None
-        self.total, self.count, self.t0 = total, 0, time.time()
+        on = mode in ("auto", None) or bool(mode)  # progress: auto / true, or false (quiet)
+        terminal = sys.stderr.isatty()
+        self.bar = tqdm(total=total, unit="row", dynamic_ncols=True) if on and terminal else None
+        self.lines = on and not terminal
+        self.total, self.count = total, 0
 
     def start(self, text: str) -> None:
         self.count += 1

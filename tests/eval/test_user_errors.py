@@ -98,3 +98,13 @@ def test_result_files_are_readable_by_others_and_the_commit_is_this_projects(tmp
     assert _git_commit(outer / "copy") == ("unknown", None)
     monkeypatch.setenv("SVG2_COMMIT", "abc123")
     assert _git_commit(outer / "copy") == ("abc123", None)
+
+
+def test_a_log_file_gets_one_plain_line_per_row_and_no_bar(tmp_path, cache_dir):
+    tiny = [o for o in TINY if not o.startswith("progress=")]
+    proc = run_cli(*tiny, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", "method=dense", "report=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[1/1] dense | 'a red striped square moves left over a b' seed 0: running" in proc.stdout
+    assert "[1/1] ok, psnr inf" in proc.stdout and "1 ok, 0 failed, 0 skipped (already done)" in proc.stdout
+    assert "\r" not in proc.stdout + proc.stderr and "\x1b[" not in proc.stdout + proc.stderr
+    assert "divisible by" not in proc.stderr and "Expected types" not in proc.stderr
