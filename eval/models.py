@@ -88,8 +88,12 @@ class ModelConfig:
         grid = tuple(self.spec.latent_grid(tconfig, vconfig, frames, height, width))
         run = dict(video_tokens=math.prod(grid), cfg_branches=self.spec.cfg_branches(guidance_scale), steps=steps)
         if self.flops_shape is not None:
-            return ModelShape(**{**SHAPES[self.flops_shape].__dict__, **run})
-        return ModelShape(name=self.name, **self.spec.dims(tconfig), **run, grid=grid)
+            named = SHAPES[self.flops_shape]
+            if named.video_tokens != run["video_tokens"]:  # its committed configs describe another video size
+                run["configs"] = None
+            return ModelShape(**{**named.__dict__, **run})
+        dims = {k: v for k, v in self.spec.dims(tconfig).items() if k != "patch"}
+        return ModelShape(name=self.name, **dims, **run, grid=grid, video=(frames, height, width))
 
 
 def weights_fingerprint(path: str) -> str | None:

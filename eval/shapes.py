@@ -71,34 +71,21 @@ def latent_tokens(*args, **kwargs) -> int:
     return math.prod(latent_grid(*args, **kwargs))
 
 
-# Per diffusers transformer class: (layers, MLP width, patch (t, h, w), joint attention) from its configuration.
-# The VAEs of all three families compress 4x in time and 8x in space.
-_ARCHITECTURES = {
-    "WanTransformer3DModel": lambda c: (c["num_layers"], c["ffn_dim"], tuple(c["patch_size"]), False),
-    "HunyuanVideoTransformer3DModel": lambda c: (  # double-stream then single-stream blocks
-        c["num_layers"] + c["num_single_layers"],
-        int(c["mlp_ratio"] * c["num_attention_heads"] * c["attention_head_dim"]),
-        (c["patch_size_t"], c["patch_size"], c["patch_size"]), True),
-    "CogVideoXTransformer3DModel": lambda c: (  # its feed-forward is 4x the width
-        c["num_layers"], 4 * c["num_attention_heads"] * c["attention_head_dim"],
-        (c.get("patch_size_t") or 1, c["patch_size"], c["patch_size"]), True),
-}
-
-
 def from_transformer(name: str, config: dict, video: tuple[int, int, int], text_tokens: int, *,
                      image_tokens: int = 0, cfg_branches: int = 2, steps: int = 50,
                      configs: str | None = None) -> ModelShape:
     """The shape of generating ``video`` = (frames, height, width) with a diffusers transformer ``config``
     (its ``_class_name`` picks the architecture)."""
+    from svg2.diffusers import transformer_spec
+
     cls = config.get("_class_name")
-    if cls not in _ARCHITECTURES:
-        raise ValueError(f"transformer class {cls!r}; expected one of {sorted(_ARCHITECTURES)}")
-    layers, mlp, patch, joint = _ARCHITECTURES[cls](config)
-    grid = latent_grid(*video, patch=patch)
+    dims = transformer_spec(str(cls)).dims(config)  # an unsupported class is an error naming the supported ones
+    grid = latent_grid(*video, patch=dims["patch"])  # (the VAEs of all three families: 4x in time, 8x in space)
     kept = {k: v for k, v in config.items() if k == "_class_name" or not k.startswith("_")}  # not "_source"
-    return ModelShape(name, layers, config["num_attention_heads"], config["attention_head_dim"], mlp, math.prod(grid),
-                      text_tokens, joint=joint, image_tokens=image_tokens, cfg_branches=cfg_branches, steps=steps,
-                      grid=grid, video=tuple(video), transformer=cls, transformer_config=kept, configs=configs)
+    return ModelShape(name, dims["layers"], dims["heads"], dims["head_dim"], dims["mlp_dim"], math.prod(grid),
+                      text_tokens, joint=dims["joint"], image_tokens=image_tokens, cfg_branches=cfg_branches,
+                      steps=steps, grid=grid, video=tuple(video), transformer=cls, transformer_config=kept,
+                      configs=configs)
 
 
 def load_config(folder: str, component: str) -> dict:

@@ -162,3 +162,16 @@ def pipeline_account(shape: ModelShape, density: float = 1.0, dense_steps: float
     parts = {"transformer": (total - count.video_flops()) / 1e15, **{k: v / 1e15 for k, v in count.per_video.items()}}
     return dict(pflops=total / 1e15, pflops_dense=total_dense / 1e15, flops_ratio=total / total_dense,
                 parts_pflops=parts)
+
+
+def pipeline_flops_from_stats(shape: ModelShape, densities: list[float], count: PipelineCount | None = None) -> dict:
+    """Whole-pipeline FLOPs of a measured generation: the self-attention core at each call's density as the method
+    reports it (dense calls 1.0), the rest of the transformer and the encoders/VAE counted (``count``, or the
+    shape's committed configurations)."""
+    from eval.metrics.flops import measured_attention_flops
+
+    count = count or committed_count(shape)
+    rest = len(densities) / shape.layers * count.transformer_call + count.video_flops()  # per forward, per video
+    total = sum(measured_attention_flops(shape, d) for d in densities) + rest
+    dense = len(densities) * measured_attention_flops(shape, 1.0) + rest
+    return dict(flops_pipeline=total, flops_pipeline_dense=dense, flops_pipeline_ratio=total / dense)

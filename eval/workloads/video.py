@@ -73,7 +73,12 @@ class VideoWorkload:
         row = video_metrics(ref_frames, gen.frames, lpips_nets(job.metrics), job.metrics.ssim, job.metrics.lpips_inputs)
         calls = summarise_calls(gen.calls)
         shape = job.model.shape(self.frames, self.height, self.width, self.steps, self.guidance_scale)
-        flops = flops_from_stats(shape, [c["density"] for c in gen.calls]) if gen.calls else {}
+        densities = [c["density"] for c in gen.calls]
+        flops = flops_from_stats(shape, densities) if gen.calls else {}
+        if gen.calls and shape.configs is not None:  # a real model's committed configurations: count the pipeline
+            from eval.metrics.pipeline_flops import pipeline_flops_from_stats
+
+            row.update(pipeline_flops_from_stats(shape, densities))
         row.update(calls)
         row.update(flops=flops.get("flops"), flops_dense=flops.get("flops_dense"),
                    flops_ratio=flops.get("flops_ratio"), tokens=shape.video_tokens, timer=Clock(job.device).label,

@@ -23,7 +23,7 @@ class ModelSpec:
     grid: Callable                         # (transformer, hidden_states) -> latent token grid (t, h, w)
     latent_grid: Callable                  # (transformer config, vae config, frames, height, width) -> (t, h, w)
     dims: Callable                         # transformer config -> dict(layers, heads, head_dim, mlp_dim, text_tokens,
-    #                                        joint, image_tokens): the FLOPs account's per-layer shape
+    #                                        joint, image_tokens, patch): the FLOPs account's per-layer shape
     text: str | None                       # conditioning tokens in the self-attention: None, "appended", "prepended"
     layout: str                            # q/k/v layout of the attention call: "bshd" or "bhsd"
     attention_fn: str                      # module-level name the stock processor calls attention through
@@ -54,8 +54,9 @@ def model_spec(kind: str) -> ModelSpec:
 
 
 def transformer_spec(transformer) -> ModelSpec:
-    """The spec of a loaded transformer (kinds that share a transformer class share its attention layout)."""
-    name = type(transformer).__name__
+    """The spec of a loaded transformer, or of a transformer class name (kinds that share a transformer class
+    share its attention layout and dimensions)."""
+    name = transformer if isinstance(transformer, str) else type(transformer).__name__
     for spec in SPECS.values():
         if spec.transformer == name:
             return spec

@@ -106,8 +106,8 @@ def test_every_experiment_runs_at_tiny_budget(experiment, extra, tmp_path, cache
         assert all(0 < r["rel_l2"] < 1 and r["density"] < 1 for r in sparse)
         ((title, table),) = paper_tables(tmp_path)
         assert "workload: attention" in title
-        assert list(table.columns) == ["method", "rel. L2", "cos. error", "density", "FLOPs ratio",
-                                       "attn. speedup (CPU time ratio)"]
+        values = [c for c in table.columns if not c.endswith("±95%") and c != "n"]
+        assert values == ["method", "rel. L2", "cos. error", "density", "FLOPs ratio", "attn. speedup (CPU time ratio)"]
 
 
 def test_paper_preset_runs_on_a_tiny_pipeline_of_its_kind(tmp_path, cache_dir):

@@ -23,7 +23,8 @@ def _latent_grid(tconfig: dict, vconfig: dict, frames: int, height: int, width: 
 def _dims(c: dict) -> dict:
     heads, head_dim = c["num_attention_heads"], c["attention_head_dim"]
     return dict(layers=c["num_layers"], heads=heads, head_dim=head_dim, mlp_dim=4 * heads * head_dim,
-                text_tokens=c["max_text_seq_length"], joint=True, image_tokens=0)
+                text_tokens=c["max_text_seq_length"], joint=True, image_tokens=0,
+                patch=(c.get("patch_size_t") or 1, c["patch_size"], c["patch_size"]))
 
 
 def _tiny():

@@ -20,7 +20,8 @@ def _latent_grid(tconfig: dict, vconfig: dict, frames: int, height: int, width: 
 def _dims(c: dict) -> dict:
     heads, head_dim = c["num_attention_heads"], c["attention_head_dim"]
     return dict(layers=c["num_layers"] + c["num_single_layers"], heads=heads, head_dim=head_dim,
-                mlp_dim=int(c["mlp_ratio"] * heads * head_dim), text_tokens=256, joint=True, image_tokens=0)
+                mlp_dim=int(c["mlp_ratio"] * heads * head_dim), text_tokens=256, joint=True, image_tokens=0,
+                patch=(c["patch_size_t"], c["patch_size"], c["patch_size"]))
 
 
 def _tiny():

@@ -26,7 +26,8 @@ def _latent_grid(tconfig: dict, vconfig: dict, frames: int, height: int, width: 
 def _dims(c: dict) -> dict:
     image = c.get("image_dim") is not None
     return dict(layers=c["num_layers"], heads=c["num_attention_heads"], head_dim=c["attention_head_dim"],
-                mlp_dim=c["ffn_dim"], text_tokens=512, joint=False, image_tokens=257 if image else 0)
+                mlp_dim=c["ffn_dim"], text_tokens=512, joint=False, image_tokens=257 if image else 0,
+                patch=tuple(c["patch_size"]))
 
 
 def _tiny(image: bool):
