@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +124,10 @@ def plot_frontiers(configs: pd.DataFrame, quality: list[str], cost: list[str], p
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())  # two reports of one folder at once never share a temporary file
     return path
 
 

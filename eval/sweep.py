@@ -27,6 +27,10 @@ from eval.models import ModelConfig, resolve_device
 from eval.results import ResultStore, environment, stable_key
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+try:  # submitit raises it in a SLURM task at its time limit when it will not requeue: the task ends, not the row
+    from submitit.core.utils import UncompletedJobError as INTERRUPTED
+except ImportError:
+    INTERRUPTED = ()
 
 
 def method_configs(cfg: DictConfig) -> list[dict]:
@@ -90,7 +94,7 @@ def run(cfg: DictConfig, job_num: int | None = None) -> float:
     methods = method_configs(cfg)
     for m in methods:  # config errors surface before any model is loaded
         build(m)
-    store = ResultStore(cfg.results_dir)
+    store = ResultStore(cfg.results_dir, claim_stale_s=cfg.get("claim_stale_s"))
     items = workload.items()
     if getattr(workload, "source", "model") != "synthetic":
         model.prepare()
@@ -103,15 +107,25 @@ def run(cfg: DictConfig, job_num: int | None = None) -> float:
             if store.finished(key):
                 objective.append(store.read(key).get(cfg.sweep.objective))
                 continue
-            if pipe is None and not getattr(workload, "source", "model") == "synthetic":
-                pipe = model.load(device)
-                pipe.set_progress_bar_config(disable=not cfg.progress, leave=False, desc="steps", position=2)
-            row = {**identity_columns(cfg, m, model, workload, prompt, seed, device),
-                   **measure_row(workload, pipe, m, model, prompt, seed, device, cfg, store, key)}
-            if row["status"] == "ok":
-                objective.append(row.get(cfg.sweep.objective))
-            store.write(key, row)
-            store.combine()
+            with store.claim(key) as other:  # other writers into results_dir skip the key while we compute it
+                if other is not None:
+                    tqdm.write(f"[{method_label(m)} | {prompt!r} seed {seed}] skipped: being computed by "
+                               f"{other.get('host')} pid {other.get('pid')} (SLURM job {other.get('slurm_job')})")
+                    continue
+                if store.finished(key):  # finished by another writer since we looked
+                    objective.append(store.read(key).get(cfg.sweep.objective))
+                    continue
+                if pipe is None and not getattr(workload, "source", "model") == "synthetic":
+                    pipe = model.load(device)
+                    pipe.set_progress_bar_config(disable=not cfg.progress, leave=False, desc="steps", position=2)
+                row = {**identity_columns(cfg, m, model, workload, prompt, seed, device),
+                       **measure_row(workload, pipe, m, model, prompt, seed, device, cfg, store, key)}
+                if row["status"] == "ok":
+                    objective.append(row.get(cfg.sweep.objective))
+                if not store.write(key, row):
+                    tqdm.write(f"[{method_label(m)} | {prompt!r} seed {seed}] computed twice: the row another "
+                               "writer finished first is kept")
+                store.combine()
     values = [v for v in objective if isinstance(v, (int, float))]
     return sum(values) / len(values) if values else float("nan")
 
@@ -139,7 +153,7 @@ def measure_row(workload, pipe, m: dict, model: ModelConfig, prompt: str, seed: 
                       store, key)
         row["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - any failure of one row (out of memory, a bad config) is recorded
-        if cfg.get("raise_errors"):
+        if cfg.get("raise_errors") or isinstance(e, INTERRUPTED):
             raise
         row = dict(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
         tqdm.write(f"[{method_label(m)} | {prompt!r} seed {seed}] failed: {row['error']}")
