@@ -109,8 +109,9 @@ def run(cfg: DictConfig, job_num: int | None = None) -> float:
                 continue
             with store.claim(key) as other:  # other writers into results_dir skip the key while we compute it
                 if other is not None:
+                    job = f" (SLURM job {other['slurm_job']})" if other.get("slurm_job") else ""
                     tqdm.write(f"[{method_label(m)} | {prompt!r} seed {seed}] skipped: being computed by "
-                               f"{other.get('host')} pid {other.get('pid')} (SLURM job {other.get('slurm_job')})")
+                               f"{other.get('host')} pid {other.get('pid')}{job}")
                     continue
                 if store.finished(key):  # finished by another writer since we looked
                     objective.append(store.read(key).get(cfg.sweep.objective))

@@ -122,7 +122,7 @@ def _writer(folder, keys, out):
         with store.claim(key) as other:
             if other is not None or store.finished(key):
                 continue
-            time.sleep(0.2)
+            time.sleep(0.3)
             store.write(key, {**ok(1.0), "pid": os.getpid()})
             store.combine()
             computed.append(key)
@@ -131,7 +131,7 @@ def _writer(folder, keys, out):
 
 def test_two_processes_compute_every_key_exactly_once(tmp_path):
     keys = [f"key{i}" for i in range(12)]
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # the writers share nothing in memory: each builds its own store
     out = ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(tmp_path, keys, out)) for _ in range(2)]
     for p in procs:
