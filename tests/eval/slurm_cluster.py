@@ -5,6 +5,7 @@ logs and keys in one folder. Debian's packages (``slurm-wlm``, ``slurmdbd``, ``m
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -103,6 +104,12 @@ class SlurmCluster:
         return self
 
     def stop(self) -> None:
+        """Cancel what is left in the queue (so no task outlives its cluster), then stop the daemons."""
+        if "slurmd" in self.procs and self.procs["slurmd"].poll() is None:
+            self.run("scancel", "--user", pwd.getpwuid(os.geteuid()).pw_name, check=False)
+            deadline = time.time() + 20
+            while time.time() < deadline and self.run("squeue", "-h", check=False).stdout.strip():
+                time.sleep(0.5)
         for name in reversed(list(self.procs)):  # slurmd first, munged last
             proc = self.procs.pop(name)
             if proc.poll() is None:
@@ -174,6 +181,7 @@ SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
+SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
@@ -186,7 +194,8 @@ MessageTimeout=20
 KillWait=2
 InactiveLimit=0
 MinJobAge=600
-# GPUs that stand for none (no device behind them), so that tasks asking for one (slurm_gpu.yaml) are scheduled
+# the node as written here, whatever the machine has (config_overrides above); GPUs that stand for none (no
+# device behind them), so that tasks asking for one (slurm_gpu.yaml) are scheduled
 GresTypes=gpu
 NodeName=node0 NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory=4000 Gres=gpu:{self.gpus} State=UNKNOWN
 PartitionName=debug Nodes=node0 Default=YES MaxTime=INFINITE State=UP

@@ -37,11 +37,17 @@ def slurm(tmp_path_factory):
     except ClusterUnavailable as e:
         pytest.skip(f"no SLURM cluster on this machine: {e}")
     yield cluster
+    for sweep in Sweep.started:  # a failed test may leave one waiting on its jobs
+        if sweep.proc.poll() is None:
+            sweep.proc.kill()
+            sweep.proc.wait()
     cluster.stop()
 
 
 class Sweep:
     """``python -m eval.sweep -m ...`` submitting to the fixture's SLURM, in the background."""
+
+    started: list["Sweep"] = []
 
     def __init__(self, slurm: SlurmCluster, sweep_dir: Path, *overrides: str):
         self.sweep_dir = sweep_dir
@@ -51,6 +57,7 @@ class Sweep:
             self.proc = subprocess.Popen([sys.executable, "-m", "eval.sweep", "-m", *overrides,
                                           f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, env=env, stdout=out,
                                          stderr=subprocess.STDOUT)
+        Sweep.started.append(self)
 
     def wait(self, timeout: float = 240) -> tuple[int, str]:
         rc = self.proc.wait(timeout=timeout)
