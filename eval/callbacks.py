@@ -1,5 +1,6 @@
-"""Hydra callback: after a multirun (every launcher, SLURM included) draw the frontier of its results once, say
-how many of its rows failed, and exit non-zero when any did (unless allow_failures)."""
+"""Hydra callback: after a multirun (every launcher, SLURM included) rebuild the combined tables of its results
+folder and draw its frontier, once, in the process that launched the jobs; say how many of its rows failed, and
+exit non-zero when any did (unless allow_failures)."""
 from __future__ import annotations
 
 import sys
@@ -16,12 +17,14 @@ class FrontierReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from eval.results import ResultStore
 
+        store = ResultStore(config.results_dir)
+        store.combine()  # whole even where the last jobs combined under a stream of rows
         if config.get("report", True):
             from eval.frontier import report
 
             report(config.results_dir, config.metrics.frontier)
         since = getattr(self, "started", "")
-        rows = [r for r in ResultStore(config.results_dir).rows() if str(r.get("finished_at", "")) >= since]
+        rows = [r for r in store.rows() if str(r.get("finished_at", "")) >= since]
         failed = sum(r.get("status") != "ok" for r in rows)
         print(f"multirun: {len(rows) - failed} rows ok, {failed} failed in {config.results_dir}")
         if failed and not config.get("allow_failures", False):

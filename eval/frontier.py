@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
@@ -195,10 +195,10 @@ def plot_frontiers(configs: pd.DataFrame, quality: list[str], cost: list[str], p
     fig = frontier_figure(configs, quality, cost, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # one per writer: reports may run at once
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())  # two reports of one folder at once never share a temporary file
     return path
 
 

@@ -1,6 +1,8 @@
 """The one results writer: one tidy row per (method config, model, prompt, seed), one JSON file each.
 
-Rows are written atomically (temp file + rename), so an interrupted sweep loses at most the row in
+Any number of writers (processes, GPUs, SLURM tasks, hosts) can share a results folder. A finished row is
+written once and never replaced; a key being computed is claimed (``eval.claims``) so others skip it; every
+file goes through a temporary file of its own and a rename, so an interrupted sweep loses at most the row in
 flight and a rerun skips every row already finished. ``combine`` rebuilds ``results.csv`` and
 ``results.parquet`` from the row files; it is cheap and safe to call after every row.
 """
@@ -11,13 +13,17 @@ import io
 import json
 import os
 import platform
+import socket
 import subprocess
-import tempfile
+import uuid
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import torch
+
+from eval.claims import Claims, publish_once, slurm_job_id
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,21 +34,24 @@ def _umask() -> int:
     return mask
 
 
-# Files get the permissions of any file this user creates (mkstemp's are 0600): on a shared results folder,
+# Files get the permissions of any file this user creates (mkstemp's would be 0600): on a shared results folder,
 # other users can read what every writer wrote.
 FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through a temporary file unique to this write (so concurrent writers of one
+    path never share one), created with the umask's permissions like any other file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -61,50 +70,114 @@ def _jsonable(value):
 
 
 class ResultStore:
-    """``folder/rows/<key>.json`` per row, ``folder/results.{csv,parquet}`` combined."""
+    """``folder/rows/<key>.json`` per finished row (written once), ``rows/<key>.error.json`` for the last failed
+    attempt of a key not finished yet, ``folder/claims/<key>.json`` while a writer computes a key,
+    ``folder/results.{csv,parquet}`` combined. ``skipped_claimed`` and ``duplicates`` count, for this writer,
+    keys left to another writer that was computing them and rows dropped because another writer had finished
+    the key first."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, claim_stale_s: float | None = None):
         self.folder = Path(folder)
         self.rows_dir = self.folder / "rows"
+        self.claims = Claims(self.folder / "claims", claim_stale_s)
+        self.skipped_claimed: list[str] = []
+        self.duplicates: list[str] = []
 
     def path(self, key: str) -> Path:
         return self.rows_dir / f"{key}.json"
 
+    def error_path(self, key: str) -> Path:
+        return self.rows_dir / f"{key}.error.json"
+
     def read(self, key: str) -> dict | None:
-        try:
-            return json.loads(self.path(key).read_text())
-        except FileNotFoundError:
-            return None
+        """The finished row of ``key``, else its last failed attempt, else None."""
+        return _read_row(self.path(key)) or _read_row(self.error_path(key))
 
     def finished(self, key: str) -> bool:
         row = self.read(key)
         return row is not None and row.get("status") == "ok"
 
-    def write(self, key: str, row: dict) -> Path:
+    @contextmanager
+    def claim(self, key: str):
+        """Around computing ``key``: yields None while this writer holds it, or the record of the live writer
+        that does (skip the key then; it is counted in ``skipped_claimed``)."""
+        with self.claims.hold(key) as other:
+            if other is not None:
+                self.skipped_claimed.append(key)
+            yield other
+
+    def write(self, key: str, row: dict) -> bool:
+        """Store a row; False when it was dropped because ``key`` is already finished on disk (a finished row is
+        never replaced, neither by a failed attempt nor by a second finished one)."""
         row = {k: _jsonable(v) for k, v in {**row, "key": key}.items()}
-        atomic_write(self.path(key), json.dumps(row, indent=1, sort_keys=False, default=str).encode())
-        return self.path(key)
+        data = json.dumps(row, indent=1, sort_keys=False, default=str).encode()
+        if row.get("status") == "ok":
+            if not publish_once(self.path(key), data):
+                if self.finished(key):
+                    self.duplicates.append(key)
+                    return False
+                atomic_write(self.path(key), data)  # a failed row where older versions kept every row
+            self.error_path(key).unlink(missing_ok=True)
+            return True
+        if self.finished(key):
+            return False
+        atomic_write(self.error_path(key), data)
+        if self.finished(key):  # finished meanwhile by another writer: its row alone stands
+            self.error_path(key).unlink(missing_ok=True)
+        return True
 
     def rows(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.rows_dir.glob("*.json"))]
+        """One row per key, in key order: the finished one where there is one, else the last failed attempt."""
+        by_key: dict[str, dict] = {}
+        for p in sorted(self.rows_dir.glob("[!.]*.json")):
+            row = _read_row(p)
+            if row is None:
+                continue
+            key = row.get("key", p.name.split(".")[0])
+            if key not in by_key or row.get("status") == "ok":
+                by_key[key] = row
+        return [by_key[k] for k in sorted(by_key)]
 
     def frame(self) -> pd.DataFrame:
         return rows_frame(self.rows())
 
     def combine(self) -> pd.DataFrame:
-        df = self.frame()
-        if len(df):
-            atomic_write(self.folder / "results.csv", df.to_csv(index=False).encode())
-            flat = df.copy()
-            for col in flat.columns:  # parquet wants one type per column
-                if flat[col].map(lambda v: isinstance(v, (list, dict))).any():
-                    flat[col] = flat[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
-                elif flat[col].dtype == object:
-                    flat[col] = flat[col].map(lambda v: None if v is None else str(v))
-            buf = io.BytesIO()  # through atomic_write: concurrent jobs each use their own temporary file
-            flat.to_parquet(buf, index=False)
-            atomic_write(self.folder / "results.parquet", buf.getvalue())
+        """Rebuild the combined tables. Writers that combine at the same time each check, after writing, that no
+        row file changed since they read them, and combine again if one did, so the last table written holds
+        every row (after a few rounds under a stream of new rows, the next combine catches up)."""
+        for _ in range(3):
+            seen = self._row_files()
+            df = self.frame()
+            if len(df):
+                atomic_write(self.folder / "results.csv", df.to_csv(index=False).encode())
+                flat = df.copy()
+                for col in flat.columns:  # parquet wants one type per column
+                    if flat[col].map(lambda v: isinstance(v, (list, dict))).any():
+                        flat[col] = flat[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+                    elif flat[col].dtype == object:
+                        flat[col] = flat[col].map(lambda v: None if v is None else str(v))
+                buf = io.BytesIO()
+                flat.to_parquet(buf, index=False)
+                atomic_write(self.folder / "results.parquet", buf.getvalue())
+            if self._row_files() == seen:
+                break
         return df
+
+    def _row_files(self) -> set:
+        out = set()
+        for p in self.rows_dir.glob("[!.]*.json"):
+            try:
+                out.add((p.name, p.stat().st_mtime_ns))
+            except FileNotFoundError:
+                pass
+        return out
+
+
+def _read_row(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # gone, or not complete yet (no hard links there)
+        return None
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -136,6 +209,8 @@ def environment() -> dict:
         except md.PackageNotFoundError:
             env[lib.replace("-", "_")] = None
     env["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    env["host"] = socket.gethostname()
+    env["slurm_job"] = slurm_job_id()  # the task's log is under <sweep dir>/.submitit/<slurm_job>/
     env["commit"], env["dirty"] = _git_commit()
     return env
 

@@ -32,6 +32,11 @@ from eval.models import ModelConfig, resolve_device
 from eval.results import ResultStore, environment, stable_key
 from eval.workloads.base import Job
 
+try:  # submitit raises it in a SLURM task at its time limit when it will not requeue: the task ends, not the row
+    from submitit.core.utils import UncompletedJobError as INTERRUPTED
+except ImportError:
+    INTERRUPTED = ()
+
 
 def hardware(device: str) -> str:
     env = environment()
@@ -58,10 +63,12 @@ class Summary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    claimed: int = 0              # rows another writer was computing (they are its to write)
     objective: float = float("nan")
 
     def line(self) -> str:
-        return f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped (already done)"
+        claimed = f", {self.claimed} left to other writers" if self.claimed else ""
+        return f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped (already done){claimed}"
 
 
 def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
@@ -84,7 +91,7 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
     geometry = workload.geometry(model)  # model configs only: no weights are loaded yet
     for method in methods:
         method.check_shape(**geometry)
-    store = ResultStore(cfg.results_dir)
+    store = ResultStore(cfg.results_dir, claim_stale_s=cfg.get("claim_stale_s"))
     cache = Path(cfg.cache_dir).expanduser()
     # what the row's numbers depend on beyond method, model, workload and item: how they are computed
     measured = {k: v for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items() if k != "frontier"}
@@ -111,19 +118,32 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
             summary.skipped += 1
             objective.append(store.read(key).get(cfg.sweep.objective))
             continue
-        progress.start(f"{method.config.label()} | {prompt[:40]!r} seed {seed}")
-        if pipe is None and workload.needs_model:
-            pipe = model.load(device)
-            pipe.set_progress_bar_config(disable=True)
-        job = Job(method, model, prompt, seed, device, cache, store.folder / "frames" / key, cfg.metrics, pipe)
-        row = {**method_columns(method), **identity, "prompt": prompt, "seed": seed, **measure(workload, job, cfg)}
-        if row["status"] == "ok":
-            summary.ok += 1
-            objective.append(row.get(cfg.sweep.objective))
-        else:
-            summary.failed += 1
-        store.write(key, row)
-        store.combine()
+        what = f"{method.config.label()} | {prompt[:40]!r} seed {seed}"
+        progress.start(what)
+        with store.claim(key) as other:  # other writers into results_dir skip the key while this one computes it
+            if other is not None:
+                job = f" (SLURM job {other['slurm_job']})" if other.get("slurm_job") else ""
+                progress.note(f"[{what}] skipped: being computed by {other.get('host')} pid {other.get('pid')}{job}")
+                summary.claimed += 1
+                continue
+            if store.finished(key):  # finished by another writer since this one looked
+                summary.skipped += 1
+                objective.append(store.read(key).get(cfg.sweep.objective))
+                continue
+            if pipe is None and workload.needs_model:
+                pipe = model.load(device)
+                pipe.set_progress_bar_config(disable=True)
+            job = Job(method, model, prompt, seed, device, cache, store.folder / "frames" / key, cfg.metrics, pipe)
+            row = {**method_columns(method), **identity, "prompt": prompt, "seed": seed,
+                   **measure(workload, job, cfg)}
+            if row["status"] == "ok":
+                summary.ok += 1
+                objective.append(row.get(cfg.sweep.objective))
+            else:
+                summary.failed += 1
+            if not store.write(key, row):
+                progress.note(f"[{what}] computed twice: the row another writer finished first is kept")
+            store.combine()
         progress.done(row, cfg.sweep.objective)
     progress.close()
     values = [v for v in objective if isinstance(v, (int, float))]
@@ -166,6 +186,9 @@ class Progress:
             self.bar.update(1)
         elif self.lines:
             print(f"[{self.count}/{self.total}] {result} ({row['wall_s']:.0f} s)", flush=True)
+
+    def note(self, text: str) -> None:
+        (self.bar.write if self.bar is not None else print)(text)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -212,7 +235,7 @@ def measure(workload, job: Job, cfg: DictConfig) -> dict:
         job.method.reset()
         row = {**workload.run(job), "status": "ok"}
     except Exception as e:  # noqa: BLE001 - any failure of one row (out of memory, a bad config) is recorded
-        if cfg.get("raise_errors"):
+        if cfg.get("raise_errors") or isinstance(e, INTERRUPTED):
             raise
         row = dict(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
         tqdm.write(f"[{job.method.config.label()} | {job.prompt!r} seed {job.seed}] failed: {row['error']}",

@@ -2,6 +2,7 @@
 score the frames, time both, keep a dense | sparse | difference GIF."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,8 +158,6 @@ class DenseReferences:
             return None, torch.load(path, weights_only=True)
         gen = workload.generate(pipe, reference_method(), model, prompt, seed, device)
         if not path.is_file():
-            import io
-
             buf = io.BytesIO()
             torch.save(gen.frames, buf)
             atomic_write(path, buf.getvalue())
@@ -191,10 +190,9 @@ def save_comparison_gif(path: Path, ref: torch.Tensor, out: torch.Tensor, max_he
     header = _panel_header(strip.shape[-1], strip.shape[-2], labels)
     images = [Image.fromarray((f.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()) for f in strip]
     images = [_stack(header, im) for im in images]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    atomic_write(path, buf.getvalue())  # a temporary file of its own: concurrent writers of one key never share one
     return path
 
 

@@ -20,3 +20,22 @@ def test_multirun_through_submitit_local_executor(tmp_path, cache_dir):
     # the multirun callback drew the frontier once every job had finished
     assert (results / "frontier.png").is_file() and "frontier plot:" in proc.stdout
     assert df.set_index("method.top_p")["density"][0.5] < df.set_index("method.top_p")["density"][0.9]
+
+
+def test_committed_slurm_launcher_configs_compose_over_submitits():
+    # run on a real SLURM in tests/eval/test_slurm.py; here: they compose (Hydra checks every key against the
+    # plugin's schema) and say what the README promises
+    from hydra import compose, initialize_config_dir
+
+    from tests.eval.conftest import CONF
+
+    def launcher(name, *overrides):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", [f"hydra/launcher={name}", *overrides], return_hydra_config=True).hydra.launcher
+
+    gpu = launcher("slurm_gpu", "hydra.launcher.partition=gpu")
+    assert gpu._target_.endswith("SlurmLauncher") and gpu.partition == "gpu"
+    assert (gpu.gpus_per_node, gpu.tasks_per_node, gpu.max_num_timeout) == (1, 1, 3)
+    assert gpu.signal_delay_s < gpu.timeout_min * 60
+    cpu = launcher("slurm_cpu")
+    assert cpu.gpus_per_node is None and cpu.cpus_per_task == 1 and cpu.signal_delay_s < cpu.timeout_min * 60
