@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import sys
 import time
 import traceback
@@ -99,7 +98,7 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
                     **{f"workload.{k}": (str(v) if isinstance(v, (list, tuple)) else v)
                        for k, v in workload.identity().items() if k != "name"},
                     **{f"metrics.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in measured.items()},
-                    device=device, hardware=hardware(device), host=platform.node(), pid=os.getpid(),
+                    device=device, hardware=hardware(device), pid=os.getpid(),
                     **environment())
     jobs = []
     for method in methods:
