@@ -4,7 +4,7 @@ interpolations, ``method.top_p=0.8`` works without ``+`` and ``method.top_p=abc`
 the field. Defaults live in the dataclass alone."""
 from __future__ import annotations
 
-from dataclasses import field, make_dataclass
+from dataclasses import field, fields, make_dataclass
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -49,7 +49,7 @@ def method_configs(cfg: DictConfig) -> list[dict]:
         if name not in METHODS:
             raise ValueError(f"sweep.methods entry {OmegaConf.to_container(entry)} has name={name!r}; "
                              f"expected one of {sorted(METHODS)}")
-        for one in expand_budgets(OmegaConf.to_container(entry), METHODS[name].Config.budget_fields):
+        for one in expand_budgets(OmegaConf.to_container(entry), METHODS[name].Config):
             root = cfg.copy()
             with open_dict(root):
                 root.method = OmegaConf.merge(method_node(name), one)
@@ -57,10 +57,19 @@ def method_configs(cfg: DictConfig) -> list[dict]:
     return out
 
 
-def expand_budgets(entry: dict, budget_fields) -> list[dict]:
+def expand_budgets(entry: dict, config_cls: type) -> list[dict]:
     """An entry whose budget field holds a list (``top_p: [0.5, 0.7, 0.9]``) stands for one config per value: a
-    method's budget curve in one line."""
-    lists = [f for f in budget_fields if isinstance(entry.get(f), list)]
+    method's budget curve in one line. A knob whose value is itself a sequence (its default is a tuple) takes a
+    list of such values (``window: [[3, 3, 3], [5, 3, 3]]``); one value (``window: [3, 3, 5]``) is one config."""
+    sequence = {f.name for f in fields(config_cls) if isinstance(f.default, (tuple, list))}
+
+    def is_curve(name: str) -> bool:
+        value = entry.get(name)
+        if not isinstance(value, list):
+            return False
+        return name not in sequence or (bool(value) and all(isinstance(v, list) for v in value))
+
+    lists = [f for f in config_cls.budget_fields if is_curve(f)]
     if not lists:
         return [entry]
     if len(lists) > 1:

@@ -41,28 +41,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from svg2.blocks import BlockMap
-from svg2.methods._static import cached, check_positive_int, check_tokens
-from svg2.methods.base import AttentionMethod, LayerState, MethodConfig, Plan
-from svg2.methods.positional import tile_labels
-from svg2.permute import permutation_from_labels
+from svg2.checks import check_int
+from svg2.methods.base import LayerState, MethodConfig
+from svg2.methods.registry import register_method
+from svg2.methods.static import StaticMethod, expand_block_map, expand_permutation, tile_layout
+from svg2.plan import Plan
 
 
 @dataclass
 class DraftConfig(MethodConfig):
+    budget_fields: ClassVar[tuple[str, ...]] = ("sparsity",)
+
     pool_h: int = 8          # latent rows per region; 8 (Wan and Hunyuan integrations)
     pool_w: int = 16         # latent columns per region; 16 (8 × 16 = the 128-token Block-Sparse-Attention block)
     sparsity: float = 0.9    # sparsity_ratio: fraction of the draft map dropped per head; 0.9 (Hunyuan), Wan 0.75
 
-    def label(self) -> str:
-        return f"draft {self.pool_h}x{self.pool_w} sp{self.sparsity:g}"
-
     def family(self) -> str:
         return f"pool {self.pool_h}x{self.pool_w}"
+
+    def budget_label(self) -> str:
+        return f"sp{self.sparsity:g}"
 
 
 _WAN = dict(sparsity=0.75, dense_layers=1, dense_steps=0.3)  # t > 925: steps 0-14 of 50
@@ -97,28 +100,25 @@ def percentile_mask(draft: torch.Tensor, sparsity: float) -> torch.Tensor:
     return draft.float() >= threshold[:, None, None]
 
 
-class DraftMethod(AttentionMethod):
+@register_method
+class DraftMethod(StaticMethod):
     name = "draft"
     Config = DraftConfig
+    order = 80
 
     def validate_config(self) -> None:
         super().validate_config()
         c = self.config
-        check_positive_int("pool_h", c.pool_h)
-        check_positive_int("pool_w", c.pool_w)
+        check_int("pool_h", c.pool_h, minimum=1)
+        check_int("pool_w", c.pool_w, minimum=1)
         if not isinstance(c.sparsity, (int, float)) or not 0.0 <= c.sparsity < 1.0:
             raise ValueError(f"sparsity={c.sparsity!r}; expected a fraction in [0, 1) of the draft map to drop")
 
-    def check_shape(self, *, tokens: int, grid: tuple[int, int, int] | None, heads: int, head_dim: int) -> None:
-        check_tokens(self.name, tokens, grid, need_grid=True)
-
     def layout(self, n: int, grid: tuple[int, int, int], device):
-        """The static reordering (cached per shape): Permutation over (N, S) and region sizes (R,)."""
-        def build():
-            labels, num = tile_labels(grid, (1, self.config.pool_h, self.config.pool_w), device)
-            perm = permutation_from_labels(labels.expand(n, -1).contiguous(), num)
-            return perm, perm.sizes[0]
-        return cached(self, ("layout", n, grid, self.config.pool_h, self.config.pool_w, device), build)
+        """The static reordering (built once per shape): Permutation over (N, S) and region sizes (R,)."""
+        c = self.config
+        perm = self.static.get((tuple(grid), str(device)), lambda: tile_layout(grid, (1, c.pool_h, c.pool_w), device))
+        return expand_permutation(perm, n), perm.sizes[0]
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape
@@ -132,5 +132,4 @@ class DraftMethod(AttentionMethod):
             pq, pk = (pool_regions(t.reshape(n, s, d), grid, pool) for t in (q, k))
             draft = torch.softmax(torch.bmm(pq, pk.transpose(1, 2)) / math.sqrt(d), dim=-1)
             keep = percentile_mask(draft, c.sparsity)
-        sizes3 = sizes.expand(b, h, r)
-        return Plan(BlockMap(keep.reshape(b, h, r, r), sizes3, sizes3), q_perm=perm, k_perm=perm)
+        return Plan(expand_block_map(keep.reshape(b, h, r, r), sizes, sizes, b, h), q_perm=perm, k_perm=perm)

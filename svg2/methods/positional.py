@@ -13,6 +13,7 @@ from svg2.checks import check_int
 from svg2.methods.base import AttentionMethod, LayerState
 from svg2.methods.registry import register_method
 from svg2.methods.selection import BudgetConfig
+from svg2.methods.static import check_grid, check_triple, tile_labels
 from svg2.permute import permutation_from_labels
 from svg2.plan import Plan
 
@@ -24,18 +25,6 @@ class PositionalConfig(BudgetConfig):
 
     def family(self) -> str:
         return f"tile{tuple(self.tile)}" if self.tile else f"b{self.block_size}"
-
-
-def tile_labels(grid: tuple[int, int, int], tile: tuple[int, int, int], device=None) -> tuple[torch.Tensor, int]:
-    """Tile index of every token of a row-major (T, H, W) grid: (T*H*W,) int64 and the tile count.
-    Edge tiles are smaller where the grid is not a multiple of the tile."""
-    (t, h, w), (tt, th, tw) = grid, tile
-    nt, nh, nw = math.ceil(t / tt), math.ceil(h / th), math.ceil(w / tw)
-    ti = torch.arange(t, device=device) // tt
-    hi = torch.arange(h, device=device) // th
-    wi = torch.arange(w, device=device) // tw
-    labels = (ti[:, None, None] * nh + hi[None, :, None]) * nw + wi[None, None, :]
-    return labels.reshape(-1), nt * nh * nw
 
 
 @register_method
@@ -51,14 +40,11 @@ class PositionalMethod(AttentionMethod):
         if c.tile is None:
             check_int("block_size", c.block_size, minimum=1)
         else:
-            c.tile = tuple(c.tile)
-            if len(c.tile) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in c.tile):
-                raise ValueError(f"tile={c.tile!r}; expected three positive integers (t, h, w)")
+            c.tile = check_triple("tile", c.tile)
 
     def check_shape(self, *, tokens, grid, heads, head_dim) -> None:
-        if self.config.tile is not None and grid is None:
-            raise ValueError(f"positional tile={self.config.tile} needs the latent grid (frames, h, w); this model "
-                             "reports none")
+        if self.config.tile is not None:
+            check_grid(f"positional tile={self.config.tile}", grid, tokens)
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape
@@ -70,11 +56,8 @@ class PositionalMethod(AttentionMethod):
                 num = math.ceil(s / c.block_size)
                 labels = (torch.arange(s, device=q.device) // c.block_size).expand(n, s)
             else:
-                if grid is None:
-                    raise ValueError(f"positional tile={c.tile} needs the latent grid (frames, h, w); pass grid=")
-                if math.prod(grid) != s:
-                    raise ValueError(f"grid={tuple(grid)} has {math.prod(grid)} tokens; q has S={s}")
-                tok, num = tile_labels(tuple(grid), c.tile, q.device)
+                grid = check_grid(f"positional tile={c.tile}", grid, s)
+                tok, num = tile_labels(grid, c.tile, q.device)
                 labels = tok.expand(n, s)
                 perm = permutation_from_labels(labels.contiguous(), num)
             # scatter_add, not bincount: bincount syncs with the device on CUDA.

@@ -43,26 +43,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from svg2.methods._grid import GridMethod, block_sizes, check_positive_int, expand_block_map
-from svg2.methods.base import LayerState, MethodConfig, Plan
+from svg2.checks import check_int
+from svg2.methods.base import LayerState, MethodConfig
+from svg2.methods.registry import register_method
+from svg2.methods.static import StaticMethod, block_sizes, expand_block_map
+from svg2.plan import Plan
 
 _SPLIT_THRESHOLD = 128  # get_diagonal_split_mask's hard-coded threshold
 
 
 @dataclass
 class RadialConfig(MethodConfig):
+    budget_fields: ClassVar[tuple[str, ...]] = ("decay_factor",)
+
     decay_factor: float = 1.0   # scales the band beyond adjacent frames (release: argparse 1; Wan 0.2, Hunyuan 0.95)
     block_size: int = 128       # tokens per block (release: 128)
     sink: bool = True           # first frame's keys dense for every query (release: model_type "wan"; Hunyuan off)
 
-    def label(self) -> str:
-        return f"radial d{self.decay_factor:g}"
-
     def family(self) -> str:
-        return f"block {self.block_size}"
+        return f"block {self.block_size}" + ("" if self.sink else " no sink")
+
+    def budget_label(self) -> str:
+        return f"d{self.decay_factor:g}"
 
 
 RADIAL_PRESETS = {
@@ -124,16 +130,18 @@ def radial_block_mask(grid: tuple[int, int, int], config: RadialConfig, device=N
     return out
 
 
-class RadialMethod(GridMethod):
+@register_method
+class RadialMethod(StaticMethod):
     name = "radial"
     Config = RadialConfig
+    order = 50
 
     def validate_config(self) -> None:
         super().validate_config()
         c = self.config
         if isinstance(c.decay_factor, bool) or not isinstance(c.decay_factor, (int, float)) or not c.decay_factor > 0:
             raise ValueError(f"decay_factor={c.decay_factor!r}; expected a number > 0")
-        check_positive_int("block_size", c.block_size)
+        check_int("block_size", c.block_size, minimum=1)
         if not isinstance(c.sink, bool):
             raise ValueError(f"sink={c.sink!r}; expected True or False")
 

@@ -44,18 +44,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from svg2.blocks import BlockMap
-from svg2.checks import check_fraction, kernel_covers
-from svg2.methods._static import block_sizes, cached, check_positive_int, check_tokens
-from svg2.methods.base import AttentionMethod, LayerState, MethodConfig, Plan
+from svg2.checks import check_fraction, check_int, kernel_covers
+from svg2.methods.base import LayerState, MethodConfig
+from svg2.methods.registry import register_method
+from svg2.methods.static import StaticMethod, block_sizes, expand_block_map
+from svg2.plan import Plan
 
 
 @dataclass
 class SpargeConfig(MethodConfig):
+    budget_fields: ClassVar[tuple[str, ...]] = ("topk", "cdfthreshd")
+
     topk: float | None = 0.5         # fraction of key blocks per query block; 0.5 (meansim_topk API default)
     cdfthreshd: float | None = None  # or the CDF rule (set topk to None); 0.98 (meansim API default)
     simthreshd1: float = -0.1        # self-similarity gate; -0.1 (topk API); 0.6 with the CDF API
@@ -63,12 +67,13 @@ class SpargeConfig(MethodConfig):
     block_k: int = 128               # key block (BLKK) on sm90; 64 on other GPUs
     attention_sink: bool = False     # always keep key block 0; False (API default)
 
-    def label(self) -> str:
-        rule = f"k{self.topk:g}" if self.topk is not None else f"cdf{self.cdfthreshd:g}"
-        return f"sparge {rule} sim{self.simthreshd1:g}"
-
     def family(self) -> str:
-        return f"{'topk' if self.topk is not None else 'cdf'} {self.block_q}x{self.block_k}"
+        rule = "topk" if self.topk is not None else "cdf"
+        sink = " sink" if self.attention_sink else ""
+        return f"{rule} {self.block_q}x{self.block_k} sim{self.simthreshd1:g}{sink}"
+
+    def budget_label(self) -> str:
+        return f"k{self.topk:g}" if self.topk is not None else f"cdf{self.cdfthreshd:g}"
 
 
 # The two release APIs (spas_sage_attn/core.py); build_method("sparge", **SPARGE_APIS["cdf"]).
@@ -105,9 +110,12 @@ def topk_count(topk: float, num_blocks: int) -> int:
     return max(1, int(torch.tensor(topk, dtype=torch.float32) * num_blocks))
 
 
-class SpargeMethod(AttentionMethod):
+@register_method
+class SpargeMethod(StaticMethod):
     name = "sparge"
     Config = SpargeConfig
+    order = 70
+    needs_grid = False  # blocks of the original token order
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -120,18 +128,15 @@ class SpargeMethod(AttentionMethod):
             check_fraction("cdfthreshd", c.cdfthreshd)
         if not isinstance(c.simthreshd1, (int, float)) or not -1.0 <= c.simthreshd1 <= 1.0:
             raise ValueError(f"simthreshd1={c.simthreshd1!r}; expected a mean cosine in [-1, 1]")
-        check_positive_int("block_q", c.block_q)
-        check_positive_int("block_k", c.block_k)
-
-    def check_shape(self, *, tokens: int, grid: tuple[int, int, int] | None, heads: int, head_dim: int) -> None:
-        check_tokens(self.name, tokens, grid, need_grid=False)
+        check_int("block_q", c.block_q, minimum=1)
+        check_int("block_k", c.block_k, minimum=1)
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape
         n, c = b * h, self.config
         self.check_shape(tokens=s, grid=grid, heads=h, head_dim=d)
-        rows = cached(self, ("rows", s, c.block_q, q.device), lambda: block_sizes(s, c.block_q, q.device))
-        cols = cached(self, ("cols", s, c.block_k, q.device), lambda: block_sizes(s, c.block_k, q.device))
+        rows = self.static.get(("rows", s, str(q.device)), lambda: block_sizes(s, c.block_q, q.device))
+        cols = self.static.get(("cols", s, str(q.device)), lambda: block_sizes(s, c.block_k, q.device))
         qb, kb = rows.numel(), cols.numel()
         with timer.stage("select"):
             qf, kf = q.reshape(n, s, d), k.reshape(n, s, d)
@@ -154,4 +159,4 @@ class SpargeMethod(AttentionMethod):
             keep |= ~similar_k[:, None, :] | ~similar_q[:, :, None]
             if c.attention_sink:
                 keep[..., 0] = True
-        return Plan(BlockMap(keep.reshape(b, h, qb, kb), rows.expand(b, h, qb), cols.expand(b, h, kb)))
+        return Plan(expand_block_map(keep.reshape(b, h, qb, kb), rows, cols, b, h))

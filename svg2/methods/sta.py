@@ -42,31 +42,36 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from svg2.methods._grid import GridMethod, check_triple, expand_block_map, expand_permutation, static_permutation
-from svg2.methods.base import LayerState, MethodConfig, Plan
-from svg2.methods.positional import tile_labels
+from svg2.methods.base import LayerState, MethodConfig
+from svg2.methods.registry import register_method
+from svg2.methods.static import StaticMethod, check_triple, expand_block_map, expand_permutation, tile_layout
+from svg2.plan import Plan
 
 
 @dataclass
 class STAConfig(MethodConfig):
+    budget_fields: ClassVar[tuple[str, ...]] = ("window",)
+
     tile: tuple[int, int, int] = (6, 8, 8)      # (t, h, w) tokens per tile (release: STA_base_tile_size)
     window: tuple[int, int, int] = (3, 3, 5)     # (t, h, w) in tiles, every head (release kernel test's window)
     head_windows: tuple | None = None            # one (t, h, w) per head; overrides window
     strategy: str | None = None                  # FastVideo mask-strategy JSON ("step_layer_head": [t, h, w]);
     #                                              overrides both (release: assets/mask_strategy_*.json)
 
-    def label(self) -> str:
-        if self.strategy is not None:
-            return "sta strategy"
-        if self.head_windows is not None:
-            return "sta per-head"
-        return "sta w" + "x".join(map(str, self.window))
-
     def family(self) -> str:
         return "tile " + "x".join(map(str, self.tile))
+
+    def budget_label(self) -> str:
+        if self.strategy is not None:
+            return f"strategy {Path(self.strategy).stem}"
+        if self.head_windows is not None:
+            return "per-head"
+        return "w" + "x".join(map(str, self.window))
 
 
 # Release settings (FastVideo @ 37cab18). The tuned per-head strategies ship as JSON files (pass strategy=);
@@ -114,9 +119,11 @@ def window_keep(grid: tuple[int, int, int], tile: tuple[int, int, int], window: 
     return keep
 
 
-class STAMethod(GridMethod):
+@register_method
+class STAMethod(StaticMethod):
     name = "sta"
     Config = STAConfig
+    order = 40
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -128,7 +135,6 @@ class STAMethod(GridMethod):
                 raise ValueError("head_windows=(); expected one (t, h, w) window per head")
             c.head_windows = tuple(check_triple(f"head_windows[{i}]", w) for i, w in enumerate(c.head_windows))
         self._strategy = None
-        self._where = (0, 0)  # (layer, step) of the current call
         if c.strategy is not None:
             try:
                 self._strategy = load_strategy(c.strategy)
@@ -156,24 +162,17 @@ class STAMethod(GridMethod):
             return vocab, ids
         ids, vocab = self._strategy
         table = self.static.get(("strategy", str(device)), lambda: ids.to(device))
-        layer, step = self._where
+        layer, step = layer_state.layer, layer_state.step
         if not (step < table.shape[0] and layer < table.shape[1]):
             raise ValueError(f"strategy={c.strategy!r} covers {table.shape[0]} steps x {table.shape[1]} layers; "
                              f"got step {step}, layer {layer}")
         return vocab, table[step, layer]
 
-    def __call__(self, q, k, v, *, layer: int = 0, step: int | None = None, **kwargs):
-        # plan() sees neither the layer nor the step of the call; a strategy's windows depend on both.
-        self._where = (layer, self.state.step if step is None else step)
-        return super().__call__(q, k, v, layer=layer, step=step, **kwargs)
-
     def _build(self, s: int, grid, vocab: list, device) -> dict:
         c = self.config
-        labels, num = tile_labels(grid, c.tile, device)
-        sizes = torch.zeros(num, dtype=torch.long, device=device).scatter_add_(0, labels, torch.ones_like(labels))
-        order = torch.sort(labels, stable=True).indices  # tile-major, raster order inside each tile
+        perm = tile_layout(grid, c.tile, device)  # tile-major, raster order inside each tile
         keep = torch.stack([window_keep(grid, c.tile, w, device) for w in vocab])  # (V, T, T)
-        return dict(perm=static_permutation(order, sizes), sizes=sizes, keep=keep)
+        return dict(perm=perm, sizes=perm.sizes[0], keep=keep)
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape

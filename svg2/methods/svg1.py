@@ -69,14 +69,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from svg2.checks import check_fraction
-from svg2.methods._grid import (GridMethod, block_sizes, check_grid, check_positive_int, expand_block_map,
-                                static_permutation, token_major_order)
-from svg2.methods.base import LayerState, MethodConfig, Plan
-from svg2.permute import Permutation
+from svg2.checks import check_fraction, check_int
+from svg2.methods.base import LayerState, MethodConfig
+from svg2.methods.registry import register_method
+from svg2.methods.static import StaticMethod, block_sizes, check_grid, expand_block_map, token_major_order
+from svg2.permute import Permutation, permutation_from_order
+from svg2.plan import Plan
 
 # Profiling band, in frames, of each rule's get_attention_mask (hard-coded upstream); and whether the rule has
 # the first-frame sink column.
@@ -88,6 +90,8 @@ _CHUNK = 1 << 24       # profiling scores per chunk (float32: 64 MiB)
 
 @dataclass
 class SVG1Config(MethodConfig):
+    budget_fields: ClassVar[tuple[str, ...]] = ("sparsity",)
+
     sparsity: float = 0.25       # kept fraction the band width comes from (release: 0.25; 0.3 in the Wan 720p scripts)
     num_sampled_rows: int = 64   # query rows of the profiling MSE (release: 64 in every script)
     sample_max_row: int = 10000  # rows are drawn from the first min(this, S) queries (release: sample_mse_max_row)
@@ -98,11 +102,11 @@ class SVG1Config(MethodConfig):
     block_size: int = 128        # plan block in each head's layout (flex_attention's default block)
     seed: int = 0                # seed of the sampled-row draws
 
-    def label(self) -> str:
-        return f"svg1 s{self.sparsity:g}"
-
     def family(self) -> str:
         return f"{self.rule} b{self.block_size}"
+
+    def budget_label(self) -> str:
+        return f"s{self.sparsity:g}"
 
 
 # Release scripts (Sparse-VideoGen @ 5ce7b01); dense warm-up as the release floors it for 50 steps.
@@ -138,9 +142,11 @@ def profile_band(config: SVG1Config, grid: tuple[int, int, int]) -> float:
     return _PROFILE_FRAMES[config.rule] * grid[1] * grid[2] // config.round_to
 
 
-class SVG1Method(GridMethod):
+@register_method
+class SVG1Method(StaticMethod):
     name = "svg1"
     Config = SVG1Config
+    order = 30
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -149,9 +155,8 @@ class SVG1Method(GridMethod):
         if c.rule not in _PROFILE_FRAMES:
             raise ValueError(f"rule={c.rule!r}; expected one of {sorted(_PROFILE_FRAMES)}")
         for name in ("num_sampled_rows", "sample_max_row", "round_to", "block_size"):
-            check_positive_int(name, getattr(c, name))
-        if not isinstance(c.context_length, int) or isinstance(c.context_length, bool) or c.context_length < 0:
-            raise ValueError(f"context_length={c.context_length!r}; expected an integer >= 0")
+            check_int(name, getattr(c, name), minimum=1)
+        check_int("context_length", c.context_length, hint="text tokens counted by the band width")
 
     def check_shape(self, *, tokens: int, grid, heads: int, head_dim: int) -> None:
         c = self.config
@@ -181,8 +186,8 @@ class SVG1Method(GridMethod):
         keep = gap <= band if c.rule == "wan" else gap < band
         if _SINK[c.rule]:
             keep |= (starts < frame_size)[None, :]
-        tm = static_permutation(token_major_order(grid, device), sizes)
-        spatial = static_permutation(torch.arange(s, device=device), sizes)
+        tm = permutation_from_order(token_major_order(grid, device)[None], sizes[None])
+        spatial = permutation_from_order(torch.arange(s, device=device)[None], sizes[None])
         pos_tm = tm.inverse[0]  # position of each original token in the token-major layout
         tokens = torch.arange(s, device=device)
         gen = torch.Generator().manual_seed(c.seed)

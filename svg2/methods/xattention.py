@@ -42,27 +42,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from svg2.blocks import BlockMap, select_by_mass
-from svg2.checks import check_fraction, kernel_covers
-from svg2.methods._static import block_sizes, cached, check_power_of_two, check_tokens
-from svg2.methods.base import AttentionMethod, LayerState, MethodConfig, Plan
+from svg2.blocks import select_by_mass
+from svg2.checks import check_fraction, check_int, kernel_covers
+from svg2.methods.base import LayerState, MethodConfig
+from svg2.methods.registry import register_method
+from svg2.methods.static import StaticMethod, block_sizes, expand_block_map
+from svg2.plan import Plan
 
 
 @dataclass
 class XAttentionConfig(MethodConfig):
+    budget_fields: ClassVar[tuple[str, ...]] = ("threshold",)
+
     threshold: float = 0.9   # τ: kept mass per query block reaches it; 0.9 (hyvideo argparse); run_hunyuan.sh 0.95
     stride: int = 16         # antidiagonal stride; 16 (hyvideo argparse, README); run_hunyuan.sh 8
     block_size: int = 128    # query and key block in tokens; 128 (asserted by Xattention_prefill)
 
-    def label(self) -> str:
-        return f"xattn s{self.stride} τ{self.threshold:g}"
-
     def family(self) -> str:
-        return f"stride {self.stride}"
+        return f"stride {self.stride}" + (f" b{self.block_size}" if self.block_size != 128 else "")
+
+    def budget_label(self) -> str:
+        return f"τ{self.threshold:g}"
 
 
 # run_hunyuan.sh -> run_vbench.py: threshold 0.95, stride 8, attn_warmup_steps 5 of 50 (dense before it), no dense
@@ -107,9 +112,19 @@ def block_mass(q: torch.Tensor, k: torch.Tensor, *, stride: int, block: int, pad
     return block_mass_torch(q, k, stride=stride, block=block, padded=padded)
 
 
-class XAttentionMethod(AttentionMethod):
+def check_power_of_two(name: str, value, *, at_most: int | None = None) -> None:
+    check_int(name, value, minimum=1)
+    if value & (value - 1) or (at_most is not None and value > at_most):
+        bound = f" <= {at_most}" if at_most is not None else ""
+        raise ValueError(f"{name}={value!r}; expected a power of two{bound}")
+
+
+@register_method
+class XAttentionMethod(StaticMethod):
     name = "xattention"
     Config = XAttentionConfig
+    order = 60
+    needs_grid = False  # blocks of the original token order
 
     def validate_config(self) -> None:
         super().validate_config()
@@ -121,16 +136,13 @@ class XAttentionMethod(AttentionMethod):
         if c.block_size % c.stride:
             raise ValueError(f"stride={c.stride} does not divide block_size={c.block_size}; expected a divisor")
 
-    def check_shape(self, *, tokens: int, grid: tuple[int, int, int] | None, heads: int, head_dim: int) -> None:
-        check_tokens(self.name, tokens, grid, need_grid=False)
-
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape
         n, c = b * h, self.config
         self.check_shape(tokens=s, grid=grid, heads=h, head_dim=d)
         padded = padded_length(s)
         # Real block sizes, then zero-sized padding blocks (they take part in the ranking, never in the plan).
-        sizes = cached(self, ("sizes", s, padded, c.block_size, q.device), lambda: torch.cat([
+        sizes = self.static.get(("sizes", s, str(q.device)), lambda: torch.cat([
             block_sizes(s, c.block_size, q.device),
             torch.zeros(padded // c.block_size - math.ceil(s / c.block_size), dtype=torch.long, device=q.device)]))
         num = math.ceil(s / c.block_size)
@@ -141,5 +153,5 @@ class XAttentionMethod(AttentionMethod):
             keep = select_by_mass(share, sizes.expand(n, -1), top_p=c.threshold)
             keep[..., 0] = True
             keep = keep[..., :num]
-        real = sizes[:num].expand(b, h, num)
-        return Plan(BlockMap(keep.reshape(b, h, num, num), real, real))
+        real = sizes[:num]
+        return Plan(expand_block_map(keep.reshape(b, h, num, num), real, real, b, h))

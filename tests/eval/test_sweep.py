@@ -3,9 +3,11 @@ import math
 import pandas as pd
 import pytest
 
+from eval.config import method_configs
 from eval.reproduce import paper_tables
 from eval.results import ResultStore
-from tests.eval.conftest import TINY, run_cli, run_sweep
+from svg2.methods import build_method
+from tests.eval.conftest import TINY, compose_config, run_cli, run_sweep
 
 QUICK_METHODS = 6  # conf/sweep/quick.yaml
 
@@ -85,6 +87,40 @@ def test_single_method_override_runs_only_that_method(tmp_path, cache_dir):
     (row,) = ResultStore(tmp_path).rows()
     assert row["method"] == "positional" and row["method.top_p"] == 0.6 and row["status"] == "ok"
     assert row["method.block_size"] == 8  # from the model's recommendation (conf/model/tiny.yaml)
+
+
+# Each baseline with knobs that fit the tiny model's 48-token 3 x 4 x 4 grid (their defaults are for real models).
+BASELINES_ON_TINY = {
+    "svg1": dict(round_to=4, block_size=8),
+    "sta": dict(tile=[1, 2, 2], window=[3, 1, 1]),
+    "radial": dict(block_size=4, decay_factor=0.5),
+    "xattention": dict(stride=2, block_size=8, threshold=0.5),
+    "sparge": dict(block_q=8, block_k=8, topk=0.5),
+    "draft": dict(pool_h=2, pool_w=2, sparsity=0.75),
+}
+
+
+@pytest.mark.parametrize("name", BASELINES_ON_TINY)
+def test_every_baseline_runs_through_the_sweep(name, tmp_path, cache_dir):
+    knobs = BASELINES_ON_TINY[name]
+    overrides = [f"method.{k}={v}".replace(" ", "") for k, v in knobs.items()]
+    run_sweep(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", "raise_errors=true", f"method={name}",
+              *overrides)
+    (row,) = ResultStore(tmp_path).rows()
+    method = build_method(name, **knobs)  # its label names the knobs, so the row's label says they arrived
+    assert row["status"] == "ok" and 0 < row["sparse_density"] <= 1 and not row["reference"]
+    assert (row["method"], row["label"], row["order"]) == (name, method.config.label(), method.order)
+    assert row["family"] == method.config.family()
+
+
+def test_a_budget_curve_of_a_sequence_knob_is_a_list_of_sequences():
+    def windows(methods):
+        return [m["window"] for m in method_configs(compose_config(f"sweep.methods={methods}"))]
+
+    assert windows("[{name: sta, window: [3, 3, 5]}]") == [[3, 3, 5]]  # one window: one config
+    assert windows("[{name: sta, window: [[1, 3, 3], [3, 3, 5]]}]") == [[1, 3, 3], [3, 3, 5]]
+    configs = method_configs(compose_config("sweep.methods=[{name: svg1, sparsity: [0.1, 0.25]}]"))
+    assert [m["sparsity"] for m in configs] == [0.1, 0.25]
 
 
 @pytest.mark.parametrize("experiment,extra", [

@@ -1,5 +1,6 @@
 """Checks every block-scoring baseline's tests share: its plan against a token mask built from the authors'
 rule, the joint video + prompt path, and one call captured in a CUDA graph."""
+import copy
 import math
 
 import torch
@@ -71,17 +72,24 @@ def assert_joint(make_method, sparse_cfg: dict, dense_cfg: dict, grid=(3, 4, 8))
         assert (out[:, :, video] - stock[:, :, video]).abs().max() > 1e-3
 
 
-def assert_cuda_graph_replays_eager(method, grid=(21, 30, 52), heads=4, d=128):
-    """One call (Wan 1.3B 480p tokens, bf16) captured in a CUDA graph replays equal to the eager call."""
-    torch.manual_seed(0)
-    s = math.prod(grid)
-    q, k, v = (torch.randn(1, heads, s, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    eager = method(q, k, v, grid=grid)  # warm call: Triton compilation, static caches
+def assert_cuda_graph_replays_eager(method, grid=(21, 30, 52), heads=4, d=128, qkv=None, **call):
+    """One call (Wan 1.3B 480p tokens; random bf16 q, k, v unless ``qkv`` is given) captured in a CUDA graph
+    replays equal to the eager call made from the same method state (a method that cycles per-call state, like
+    SVG1's sampled rows, gets the captured call's state back for the eager one)."""
+    if qkv is None:
+        torch.manual_seed(0)
+        s = math.prod(grid)
+        qkv = [torch.randn(1, heads, s, d, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    q, k, v = qkv
+    method(q, k, v, grid=grid, **call)  # warm call: Triton compilation, static caches
+    state = copy.deepcopy(method.state)
     graph = torch.cuda.CUDAGraph()
     torch.cuda.synchronize()
     with torch.cuda.graph(graph):  # raises if anything on the path synchronises with the host
-        out = method(q, k, v, grid=grid)
+        out = method(q, k, v, grid=grid, **call)
     graph.replay()
     torch.cuda.synchronize()
+    method.state = state
+    eager = method(q, k, v, grid=grid, **call)
     assert torch.isfinite(out).all()
     assert (out.float() - eager.float()).abs().max() < 1e-2

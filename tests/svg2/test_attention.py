@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from svg2.attention import block_sparse_attention, dense_attention
 from svg2.blocks import BlockMap
 from svg2.methods import build_method
-from svg2.methods.positional import tile_labels
+from svg2.methods.static import tile_labels
 from svg2.permute import permutation_from_labels
 from svg2.plan import execute_plan
 from svg2.reference import block_masked_attention

@@ -98,7 +98,7 @@ def test_joint_video_and_prompt():
 def test_config_label_family_presets_and_errors():
     c = build_method("draft").config
     assert (c.pool_h, c.pool_w, c.sparsity) == (8, 16, 0.9)
-    assert c.label() == "draft 8x16 sp0.9" and c.family() == "pool 8x16"
+    assert c.label() == "draft pool 8x16 sp0.9" and c.family() == "pool 8x16"
     wan = build_method("draft", **DRAFT_PRESETS["wan_t2v_14b_720p"]).config
     assert (wan.sparsity, wan.dense_layers, wan.dense_steps) == (0.75, 1, 0.3)
     hy = build_method("draft", **DRAFT_PRESETS["hunyuan_720p"]).config

@@ -128,9 +128,9 @@ def test_joint_video_and_prompt():
 def test_config_label_family_apis_and_errors():
     c = build_method("sparge").config
     assert (c.topk, c.cdfthreshd, c.simthreshd1, c.block_q, c.block_k) == (0.5, None, -0.1, 64, 128)
-    assert c.label() == "sparge k0.5 sim-0.1" and c.family() == "topk 64x128"
+    assert c.label() == "sparge topk 64x128 sim-0.1 k0.5" and c.family() == "topk 64x128 sim-0.1"
     cdf = build_method("sparge", **SPARGE_APIS["cdf"]).config
-    assert cdf.label() == "sparge cdf0.98 sim0.6" and cdf.family() == "cdf 64x128"
+    assert cdf.label() == "sparge cdf 64x128 sim0.6 cdf0.98" and cdf.family() == "cdf 64x128 sim0.6"
     for cfg, match in [(dict(topk=None), "set exactly one budget"),
                        (dict(cdfthreshd=0.9), "set exactly one budget"),
                        (dict(topk=0.0), r"topk=0.0 is outside \(0, 1\]"),

@@ -10,6 +10,7 @@ from svg2.methods.svg1 import SVG1_PRESETS, band_width
 from svg2.reference import masked_attention, token_mask
 from svg2.timing import StageTimer
 from svg2.methods.base import LayerState
+from tests.svg2.baseline_checks import assert_cuda_graph_replays_eager
 
 GRID = (4, 6, 6)          # 36-token frames, S = 144
 TOY = dict(round_to=16, block_size=10)  # 16-token rounding (the release's 128 at toy size); a partial last block
@@ -217,7 +218,7 @@ def test_presets_carry_the_release_scripts():
     assert (c.sparsity, c.num_sampled_rows, c.dense_steps, c.dense_layers, c.rule) == (0.3, 64, 0.2, 1, "wan")
     h = build_method("svg1", **SVG1_PRESETS["hunyuan_720p"]).config
     assert (h.sparsity, h.rule, h.context_length) == (0.25, "hunyuan", 256)
-    assert c.label() == "svg1 s0.3" and c.family() == "wan b128"
+    assert c.label() == "svg1 wan b128 s0.3" and c.family() == "wan b128" and c.budget_label() == "s0.3"
 
 
 @pytest.mark.parametrize("cfg, match", [
@@ -246,31 +247,17 @@ def test_one_call_is_captured_in_a_cuda_graph():
     from eval.synthetic import structured_qkv
 
     grid = (21, 30, 52)
-    q, k, v = structured_qkv(4, grid, 128, device="cuda")
-    method = build_method("svg1", sparsity=0.25)
-    method(q, k, v, grid=grid)  # warm: static plan, Triton compilation
-    calls = method.state.layer(0, 0).calls
-    graph = torch.cuda.CUDAGraph()
-    torch.cuda.synchronize()
-    with torch.cuda.graph(graph):  # raises if anything on the path synchronises with the host
-        out = method(q, k, v, grid=grid)
-    graph.replay()
-    torch.cuda.synchronize()
-    method.state.layer(0, 0).calls = calls  # the same sampled rows for the eager call
-    eager = method(q, k, v, grid=grid)
-    assert torch.isfinite(out).all()
-    assert (out.float() - eager.float()).abs().max() < 1e-2
+    assert_cuda_graph_replays_eager(build_method("svg1", sparsity=0.25), grid,
+                                    qkv=structured_qkv(4, grid, 128, device="cuda"))
 
 
 def test_kernel_path_matches_torch_path(monkeypatch):
     # The Triton kernel (through the interpreter on CPU tensors) reads q and writes the output through the
     # per-head query order of a mixed spatial / temporal plan with expanded (stride-0) block maps.
     import svg2.attention as attention
-    import svg2.methods.base as base
 
     q, k, v = structured_heads(GRID, d=32)
     cfg = dict(sparsity=0.3, num_sampled_rows=24, **TOY)
     torch_out = build_method("svg1", **cfg)(q, k, v, grid=GRID)
-    for module in (base, attention):
-        monkeypatch.setattr(module, "kernel_covers", lambda t: True)
+    monkeypatch.setattr(attention, "kernel_covers", lambda t: True)  # the one place that picks the kernel
     assert (build_method("svg1", **cfg)(q, k, v, grid=GRID) - torch_out).abs().max() < 1e-4

@@ -115,7 +115,7 @@ def test_embedded_model_grid_maps_to_32_blocks_without_padding():
 def test_config_label_family_presets_and_errors():
     c = build_method("xattention").config
     assert (c.threshold, c.stride, c.block_size) == (0.9, 16, 128)
-    assert c.label() == "xattn s16 τ0.9" and c.family() == "stride 16"
+    assert c.label() == "xattention stride 16 τ0.9" and c.family() == "stride 16"
     hy = build_method("xattention", **XATTENTION_PRESETS["hunyuan_720p"]).config
     assert (hy.threshold, hy.stride, hy.dense_steps, hy.dense_layers) == (0.95, 8, 0.1, 0)
     for cfg, match in [(dict(threshold=0.0), r"threshold=0.0 is outside \(0, 1\]"),
