@@ -31,18 +31,18 @@ from eval.clock import Clock, median_ms
 
 D = 128
 GRID_720P = (21, 45, 80)  # Wan 2.1 14B 720p latent grid: 75,600 tokens
-SVG2_CONFIGS = ("M64 N64 w4 s3 c16 kg,M64 N64 w4 s3 c16 km,M64 N64 w4 s3 c16 km t0,M64 N64 w4 s3 kb,"
-                "M64 N64 w4 s2 kb ws1,M64 N64 w4 s3 kb ws1,M128 N128 w4 s2 kb ws1,M128 N64 w4 s2 kb ws1,"
-                "M64 N64 w4 s3 c16 km o1,M64 N64 w4 s2 c16 km,M64 N64 w4 s4 c16 km,M64 N64 w4 s3 c8 km,"
-                "M64 N128 w4 s2 kb ws1,M128 N128 w8 s3 c16 km,M64 N64 w4 s2 kb ws1 o1,M128 N64 w4 s3 kb ws1")
-POS_CONFIGS = ("M64 N64 w4 s3 c16 kg,M64 N64 w4 s3 c16 km,M128 N128 w4 s2 kb ws1,M128 N128 w8 s3 kb,"
-               "M128 N128 w8 s3 c16 km,M128 N64 w4 s2 kb ws1,M64 N64 w4 s2 kb ws1,M64 N64 w4 s3 kb ws1,"
-               "M128 N128 w4 s2 kb ws1 o1,M64 N128 w4 s2 kb ws1,M128 N64 w4 s3 kb ws1,M128 N64 w8 s3 kb")
-Q_ORDER_CONFIGS = "M64 N64 w4 s3 c16 kg,M64 N64 w4 s3 c16 km,M64 N64 w4 s2 kb ws1"
-DENSE_CONFIGS = "M128 N128 w4 s2 ws1,M128 N128 w8 s3 ws0,M64 N64 w4 s3 ws0,M64 N64 w4 s2 ws1,M128 N64 w4 s2 ws1"
-ASSIGN_CONFIGS = "S128 K64 w4 s3,S128 K128 w8 s3,S256 K64 w8 s3,S128 K64 w4 s4,S64 K64 w4 s3,S256 K128 w8 s2"
+SVG2_CONFIGS = ("M64 N64 w4 s3 c8 km on,M64 N64 w4 s3 c8 km,M64 N64 w4 s3 c4 km,M128 N128 w8 s3 c8 km h1,"
+                "M128 N128 w8 s3 c16 km h1,M128 N64 w8 s3 c8 km h1,M64 N128 w4 s3 c8 km,M128 N128 w8 s2 c8 km h1,"
+                "M128 N128 w4 s2 kb ws1 h1,M64 N64 w4 s3 c16 kg on")
+POS_CONFIGS = ("M128 N128 w8 s3 c16 km on,M128 N128 w8 s3 c16 km,M128 N128 w4 s2 kb ws1,M128 N128 w4 s2 kb ws1 on,"
+               "M128 N64 w4 s2 kb ws1,M128 N64 w4 s3 kb ws1,M128 N128 w8 s3 kb,M128 N128 w8 s2 c16 km,"
+               "M64 N64 w4 s3 c16 kg on")
+Q_ORDER_CONFIGS = "M64 N64 w4 s3 c8 km,M128 N128 w8 s3 c8 km h1,M128 N128 w4 s2 kb ws1 h1"
+DENSE_CONFIGS = "M128 N128 w4 s2 ws1,M128 N128 w8 s3 ws0"
+ASSIGN_CONFIGS = "S128 K64 w4 s3,S256 K64 w8 s3,S64 K64 w4 s3,S256 K64 w8 s4"
 # Tiny shapes for a CPU dry run of the script itself (TRITON_INTERPRET=1 ... --smoke): no timing worth reading.
-SMOKE = dict(heads=2, grid=(3, 6, 8), qc=8, kc=16, block=16, configs="M16 N16 w4 s1 c4 km,M16 N16 w4 s1 kb ws1 o1")
+SMOKE = dict(heads=2, grid=(3, 6, 8), qc=8, kc=16, block=16,
+             configs="M16 N16 w4 s1 c4 km,M32 N16 w4 s1 c4 km h1 ol,M128 N16 w4 s1 kb ws1")
 
 
 class Bench:
@@ -236,6 +236,8 @@ def sparse(bench: Bench, svg2_configs: str, pos_configs: str, q_order_configs: s
 # --- k-means ---------------------------------------------------------------------------------------------
 
 def kmeans_section(bench: Bench, assign_configs: str) -> None:
+    """Q300 + K1000, 2 warm iterations, for each assignment tile config and update: sorted (assign, then
+    cluster_means), fused with one atomic per token (lloyd_step runs=False), fused with runs pre-summed."""
     from svg2.kernels.kmeans import AssignConfig, assign_nearest, cluster_means, lloyd_step
     from svg2.kmeans import kmeans
 
@@ -245,32 +247,41 @@ def kmeans_section(bench: Bench, assign_configs: str) -> None:
     nq, nk = (SMOKE["qc"], SMOKE["kc"]) if bench.smoke else (300, 1000)
     cq = kmeans(xq, nq, 10, seed=0, deterministic=True).centroids  # warm centroids, as after a first call
     ck = kmeans(xk, nk, 10, seed=1, deterministic=True).centroids
-    ms = bench.time_ms(lambda: (kmeans(xq, nq, 2, centroids=cq, deterministic=True),
-                                kmeans(xk, nk, 2, centroids=ck, deterministic=True)))
-    bench.add(section="kmeans", config="sorted update (assign + cluster_means)", ms=ms)
-    ms = bench.time_ms(lambda: (kmeans(xq, nq, 2, centroids=cq), kmeans(xk, nk, 2, centroids=ck)))
-    bench.add(section="kmeans", config="fused update (lloyd_step)", ms=ms)
-    # Same labels after one pass; means equal up to rounding order.
     lab_ref = assign_nearest(xk, ck)
     means_ref, _ = cluster_means(xk, lab_ref, ck)
+    runs = ((lab_ref[:, 1:] != lab_ref[:, :-1]).sum() + n).item()
+    bench.add(section="kmeans", config="label runs of K1000 in token order", tokens_per_run=n * s / runs)
+
+    def two_iters(cfg, update):
+        for x, c in ((xq, cq), (xk, ck)):
+            for _ in range(2):
+                if update == "sorted":
+                    c, _ = cluster_means(x, assign_nearest(x, c, cfg), c)
+                else:
+                    _, c, _ = lloyd_step(x, c, cfg, runs=update == "runs")
+
     for spec in assign_configs.split(","):
-        if bench.left() < 0:
-            break
         f = {tok[0]: int(tok[1:]) for tok in spec.split()}
         cfg = AssignConfig(f["S"], f["K"], f["w"], f["s"])
-        try:
-            lab, means, _ = lloyd_step(xk, ck, cfg)
-            same = torch.equal(lab, lab_ref)
-            diff = (means - means_ref).abs().max().item()
-            ms_k = bench.time_ms(lambda: lloyd_step(xk, ck, cfg))
-            ms_kq = bench.time_ms(lambda: lloyd_step(xq, cq, cfg))
-            ms_a = bench.time_ms(lambda: assign_nearest(xk, ck, cfg))
-            bench.add(section="kmeans", config=f"lloyd_step {spec}", ms_k1000=ms_k, ms_q300=ms_kq,
-                      ms_assign_k1000=ms_a, labels_equal=same, max_mean_diff=diff,
-                      tflops_assign=2 * n * s * nk * D / ms_a / 1e9)
-        except Exception as e:
-            traceback.print_exc()
-            bench.add(section="kmeans", config=spec, error=f"{type(e).__name__}: {str(e)[:300]}")
+        for update in ("sorted", "atomics", "runs"):
+            if bench.left() < 0:
+                return
+            try:
+                row = dict(section="kmeans", config=f"{spec} {update}", ms=bench.time_ms(lambda: two_iters(cfg, update)))
+                if update == "sorted":
+                    ms_a = bench.time_ms(lambda: assign_nearest(xk, ck, cfg))
+                    row.update(ms_assign_k1000=ms_a, tflops_assign=2 * n * s * nk * D / ms_a / 1e9,
+                               ms_update_k1000=bench.time_ms(lambda: cluster_means(xk, lab_ref, ck)))
+                else:
+                    lab, means, _ = lloyd_step(xk, ck, cfg, runs=update == "runs")
+                    row.update(ms_lloyd_k1000=bench.time_ms(lambda: lloyd_step(xk, ck, cfg, runs=update == "runs")),
+                               ms_lloyd_q300=bench.time_ms(lambda: lloyd_step(xq, cq, cfg, runs=update == "runs")),
+                               labels_equal=torch.equal(lab, lab_ref),
+                               max_mean_diff=(means - means_ref).abs().max().item())
+                bench.add(**row)
+            except Exception as e:
+                traceback.print_exc()
+                bench.add(section="kmeans", config=f"{spec} {update}", error=f"{type(e).__name__}: {str(e)[:300]}")
 
 
 def main(argv=None) -> list[dict]:

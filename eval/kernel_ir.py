@@ -37,7 +37,7 @@ def compile_sm90(config: VarblockConfig, head_dim: int = 128, dtype: str = "bf16
                  Q_GATHER=False, O_SCATTER=False, HAS_KIDX=False, IEEE=dtype == "fp32",
                  BOX_LOOP=config.tiling != "gather", BOX_TAILS=config.tiling == "box",
                  CHUNK_LOOP=config.tiling != "box", TMA=tma, WS=config.warp_specialize and tma,
-                 ORDERED=config.longest_first)
+                 ORDERED=config.order != "natural")
     sig = {}
     for name in names:
         if name in const:

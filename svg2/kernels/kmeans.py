@@ -40,6 +40,12 @@ ASSIGN_CONFIGS = {"test": AssignConfig(16, 16, 4, 1), "h200": AssignConfig(128, 
 
 
 @triton.jit
+def _segmented_add(f1, v1, f2, v2):
+    """Scan operator of sums restarting where the flag is set (a run's first row)."""
+    return f1 | f2, tl.where(f2 != 0, v2, v1 + v2)
+
+
+@triton.jit
 def _nearest_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, open_ptr, lab_ptr, cost_ptr, sum_ptr, cnt_ptr, S, K,
                     sxn, sxs, scn, sck,
                     D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
@@ -75,12 +81,33 @@ def _nearest_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, open_ptr, lab_ptr, cost_ptr,
     tl.store(out_ptr + n * S + rows, best_idx.to(tl.int64), mask=rows < S)
     if ACCUM:
         cluster = n * K + best_idx
-        # x read again (from L2) rather than held in registers through the centroid loop: 126 vs 202 registers.
-        xs = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + d[None, :], mask=rows[:, None] < S, other=0.0,
-                     cache_modifier=".cg")
-        tl.atomic_add(sum_ptr + cluster[:, None] * D + d[None, :], xs.to(tl.float32), mask=rows[:, None] < S,
-                      sem="relaxed")
-        tl.atomic_add(cnt_ptr + cluster, tl.full([BLOCK_S], 1, tl.int32), mask=rows < S, sem="relaxed")
+        if ACCUM == 1:
+            # x read again (from L2) rather than held in registers through the centroid loop: 126 vs 202 registers.
+            xs = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + d[None, :], mask=rows[:, None] < S, other=0.0,
+                         cache_modifier=".cg").to(tl.float32)
+            tl.atomic_add(sum_ptr + cluster[:, None] * D + d[None, :], xs, mask=rows[:, None] < S, sem="relaxed")
+            tl.atomic_add(cnt_ptr + cluster, tl.full([BLOCK_S], 1, tl.int32), mask=rows < S, sem="relaxed")
+        else:
+            # Neighbouring tokens often share a label: sum each run of equal labels in the tile first (segmented
+            # scan) and add only at the run's last row, so far fewer atomics contend for one cluster's row.
+            tl.debug_barrier()  # the labels just stored are read back shifted by one row
+            first = pid_s * BLOCK_S
+            prev = tl.load(out_ptr + n * S + rows - 1, mask=(rows > first) & (rows < S), other=-1).to(tl.int32)
+            nxt = tl.load(out_ptr + n * S + rows + 1, mask=(rows + 1 < S) & (rows + 1 < first + BLOCK_S),
+                          other=-1).to(tl.int32)
+            starts = (best_idx != prev).to(tl.int32)
+            ends = (best_idx != nxt) & (rows < S)
+            _, run_len = tl.associative_scan((starts, tl.full([BLOCK_S], 1, tl.int32)), 0, _segmented_add)
+            tl.atomic_add(cnt_ptr + cluster, run_len, mask=ends, sem="relaxed")
+            DC: tl.constexpr = 32 if D > 32 else D  # columns per scan: bounds the scan's shared memory
+            flags = tl.broadcast_to(starts[:, None], [BLOCK_S, DC])
+            for dc in tl.static_range(0, D, DC):
+                dd = dc + tl.arange(0, DC)
+                xs = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + dd[None, :], mask=rows[:, None] < S,
+                             other=0.0, cache_modifier=".cg").to(tl.float32)
+                _, run_sum = tl.associative_scan((flags, xs), 0, _segmented_add)
+                tl.atomic_add(sum_ptr + cluster[:, None] * D + dd[None, :], run_sum, mask=ends[:, None],
+                              sem="relaxed")
     if MOVE:
         own_label = tl.load(lab_ptr + n * S + rows, mask=rows < S, other=0)
         c_own = tl.load(c_ptr + n * scn + own_label[:, None] * sck + d[None, :], mask=rows[:, None] < S, other=0.0)
@@ -146,9 +173,9 @@ def _centroid_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[tor
 
 
 def _launch_nearest(x, c, csq, out, cfg: AssignConfig, is_open=None, labels=None, cost=None, sums=None,
-                    counts=None) -> None:
+                    counts=None, runs: bool = True) -> None:
     n, s, d = x.shape
-    move, accum = is_open is not None, sums is not None
+    move, accum = is_open is not None, (0 if sums is None else 2 if runs else 1)
     _nearest_kernel[(triton.cdiv(s, cfg.block_s), n)](
         x, c, csq, out, is_open if move else csq, labels if move else out, cost if move else csq,
         sums if accum else csq, counts if accum else csq, s, c.shape[1],
@@ -156,7 +183,7 @@ def _launch_nearest(x, c, csq, out, cfg: AssignConfig, is_open=None, labels=None
         IEEE=x.dtype == torch.float32, MOVE=move, ACCUM=accum, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
-def lloyd_step(x: torch.Tensor, centroids: torch.Tensor, config: AssignConfig | None = None
+def lloyd_step(x: torch.Tensor, centroids: torch.Tensor, config: AssignConfig | None = None, runs: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Lloyd iteration in one pass over x: x (N, S, D), centroids (N, K, D) -> labels (N, S) int64 (nearest
     centroid, as ``assign_nearest``), the means of the tokens of each label (N, K, D) fp32 (empty clusters keep
@@ -172,7 +199,7 @@ def lloyd_step(x: torch.Tensor, centroids: torch.Tensor, config: AssignConfig | 
     labels = torch.empty(n, s, dtype=torch.long, device=x.device)
     sums = torch.zeros(n, k, d, dtype=torch.float32, device=x.device)
     counts = torch.zeros(n, k, dtype=torch.int32, device=x.device)
-    _launch_nearest(x, c, csq, labels, cfg, sums=sums, counts=counts)
+    _launch_nearest(x, c, csq, labels, cfg, sums=sums, counts=counts, runs=runs)
     means = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centroids.float())
     return labels, means, counts.to(torch.long)
 

@@ -50,12 +50,14 @@ VARBLOCK_CONFIGS = {
     "test_chunk1": VarblockConfig(16, 16, 4, 1, 1),
     "test_chunk16": VarblockConfig(16, 16, 4, 1, 16),
     "test_gather": VarblockConfig(16, 16, 4, 1, 4, tiling="gather"),
-    "test_box": VarblockConfig(16, 16, 4, 1, 4, tiling="box", longest_first=True),
-    "test_pointer_boxes": VarblockConfig(16, 32, 4, 1, 8, tma=False, longest_first=True),
-    "h200": VarblockConfig(64, 64, 4, 3, 16),
+    "test_box": VarblockConfig(16, 16, 4, 1, 4, tiling="box", order="longest"),
+    "test_pointer_boxes": VarblockConfig(16, 32, 4, 1, 8, tma=False, order="natural"),
+    "test_split": VarblockConfig(32, 16, 4, 1, 4, split_m=True),
+    "test_ws": VarblockConfig(128, 16, 4, 1, 4, tiling="box", warp_specialize=True),
+    "h200": VarblockConfig(64, 64, 4, 3, 8),
 }
 
-# (device, dtype, D, config, tma) -> num_stages that compiled there: configs tuned on the H200 step down elsewhere.
+# (device, dtype, D, config, tma, block_m) -> num_stages that compiled there: configs tuned on the H200 step down elsewhere.
 _STAGES_THAT_FIT: dict = {}
 
 
@@ -97,6 +99,8 @@ def _varblock_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qidx_ptr, kidx_ptr, order_p
                          Q_GATHER: tl.constexpr, O_SCATTER: tl.constexpr, HAS_KIDX: tl.constexpr,
                          IEEE: tl.constexpr, BOX_LOOP: tl.constexpr, BOX_TAILS: tl.constexpr,
                          CHUNK_LOOP: tl.constexpr, TMA: tl.constexpr, WS: tl.constexpr, ORDERED: tl.constexpr):
+    # WS: Triton 3.6 splits the 128 query rows over two consumer warp groups and then offsets row indices made
+    # from tl.arange twice, so the warp-specialised kernel touches query rows only through descriptors.
     pid = tl.program_id(0)
     if ORDERED:
         item = tl.load(order_ptr + pid)
@@ -107,13 +111,14 @@ def _varblock_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qidx_ptr, kidx_ptr, order_p
     if ci >= 0:  # programs past the last query tile of a sequence do nothing
         row0 = tl.load(tile_row_ptr + item)
         row_end = tl.load(tile_end_ptr + item)
-        rows = row0 + tl.arange(0, BLOCK_M)
-        rmask = rows < row_end
         d = tl.arange(0, D)
-        if O_SCATTER:
-            qrow = tl.load(qidx_ptr + n * S + rows, mask=rmask, other=0)
-        else:
-            qrow = rows
+        if not WS:
+            rows = row0 + tl.arange(0, BLOCK_M)
+            rmask = rows < row_end
+            if O_SCATTER:
+                qrow = tl.load(qidx_ptr + n * S + rows, mask=rmask, other=0)
+            else:
+                qrow = rows
         if TMA and not Q_GATHER:
             # Rows past the cluster (the next cluster's, or zeros past S) are computed and not stored.
             q_desc = tl.make_tensor_descriptor(q_ptr + n * sqn, shape=[S, D], strides=[sqs, 1],
@@ -179,12 +184,31 @@ def _varblock_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qidx_ptr, kidx_ptr, order_p
                 # The first entry of every tile is a real chunk, so m_new is finite from the first tile on.
                 m_i, l_i, acc = _attend_tile(q, k, v, m_i, l_i, acc, scale_log2, bias, True, IEEE)
         out = tl.where(l_i[:, None] > 0, acc / tl.maximum(l_i, 1e-30)[:, None], 0.0)
-        tl.store(o_ptr + n * son + qrow[:, None] * sos + d[None, :], out.to(o_ptr.dtype.element_ty),
-                 mask=rmask[:, None])
+        if WS:  # the descriptor ends at the cluster's last row, so the next cluster's rows are not written
+            o_desc = tl.make_tensor_descriptor(o_ptr + n * son, shape=[row_end, D], strides=[sos, 1],
+                                               block_shape=[BLOCK_M, D])
+            o_desc.store([row0, 0], out.to(o_ptr.dtype.element_ty))
+        else:
+            tl.store(o_ptr + n * son + qrow[:, None] * sos + d[None, :], out.to(o_ptr.dtype.element_ty),
+                     mask=rmask[:, None])
 
 
 def _plan_fields(c: VarblockConfig) -> tuple:
-    return c.block_m, c.block_n, c.chunk, c.tiling, c.longest_first
+    return c.block_m, c.block_n, c.chunk, c.tiling, c.order, c.split_m
+
+
+def _launch(grid, args, consts, key, num_stages: int) -> None:
+    stages = _STAGES_THAT_FIT.get(key, num_stages)
+    while True:
+        try:
+            _varblock_fwd_kernel[grid](*args, **consts, num_stages=stages)
+            break
+        except OutOfResources:
+            # GPUs with less shared memory than the H200 (e.g. 100 KB per block): fewer K/V buffers.
+            if stages <= 1:
+                raise
+            stages -= 1
+    _STAGES_THAT_FIT[key] = stages
 
 
 def _interpreted() -> bool:
@@ -244,13 +268,13 @@ def varblock_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
             raise ValueError(f"{name} has shape {tuple(order.shape)}; expected {(n, s)}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     cfg = config or default_config(d)
-    if cfg.block_m < 16 or cfg.block_n < 16:
-        raise ValueError(f"block_m={cfg.block_m}, block_n={cfg.block_n}; the kernel's dots need tiles of >= 16")
+    if cfg.block_m < 16 or cfg.block_n < 16 or (cfg.split_m and cfg.block_m < 32):
+        raise ValueError(f"block_m={cfg.block_m}, block_n={cfg.block_n}, split_m={cfg.split_m}; the kernel's dots "
+                         "need query and key tiles of >= 16 rows")
     if plan is None:
         plan = make_plan(keep, row_sizes, col_sizes, s, cfg)
     elif _plan_fields(plan.config) != _plan_fields(cfg):
         raise ValueError(f"plan was made for {plan.config}; the call has config {cfg}")
-    num_tiles = plan.tile_cluster.shape[1]
     if out is None:
         out = torch.empty(n, s, d, dtype=q.dtype, device=q.device)
     elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous():
@@ -259,36 +283,34 @@ def varblock_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
     if tma and not _interpreted():
         _ensure_allocator(q.device)
     ws = cfg.warp_specialize and tma
-    q_in = q
+    q_in, out_k, scatter = q, out, None
     if ws and q_order is not None:
-        # Triton's warp specialisation needs q from a descriptor: gather it into cluster order first (one
-        # row gather); the output is still written through the order.
+        # The warp-specialised kernel reads q and writes the output through descriptors, in cluster order: q is
+        # gathered first and the output scattered after (two row gathers).
         from svg2.kernels.permute import gather_rows
 
-        q_in = gather_rows(q, q_order)
-    q_gather = q_order is not None and not ws
-    dummy = plan.tile_row  # pointer for unused arguments
-    args = (q_in, k, v, out, q_order.contiguous() if q_order is not None else dummy,
-            k_order.contiguous() if k_order is not None else dummy,
-            plan.order if plan.order is not None else dummy,
-            plan.tile_cluster, plan.tile_row, plan.tile_end, plan.box_count, plan.boxes, plan.cum, plan.entries,
-            s, qc, kc, num_tiles, plan.boxes.shape[-1], plan.entries.shape[-1], math.log2(math.e) / math.sqrt(d),
-            q_in.stride(0), q_in.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            out.stride(0), out.stride(1))
-    consts = dict(D=d, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, CHUNK=cfg.chunk, Q_GATHER=q_gather,
-                  O_SCATTER=q_order is not None, HAS_KIDX=k_order is not None, IEEE=q.dtype == torch.float32,
-                  BOX_LOOP=cfg.tiling != "gather", BOX_TAILS=cfg.tiling == "box", CHUNK_LOOP=cfg.tiling != "box",
-                  TMA=tma, WS=ws, ORDERED=plan.order is not None, num_warps=cfg.num_warps)
-    key = (q.device, q.dtype, d, cfg, tma)
-    stages = _STAGES_THAT_FIT.get(key, cfg.num_stages)
-    while True:
-        try:
-            _varblock_fwd_kernel[(n * num_tiles,)](*args, **consts, num_stages=stages)
-            break
-        except OutOfResources:
-            # GPUs with less shared memory than the H200 (e.g. 100 KB per block): fewer K/V buffers.
-            if stages <= 1:
-                raise
-            stages -= 1
-    _STAGES_THAT_FIT[key] = stages
+        q_in, out_k = gather_rows(q, q_order), torch.empty_like(out)
+        scatter = torch.empty_like(q_order).scatter_(1, q_order, torch.arange(s, device=q.device).expand(n, s))
+    through_order = q_order is not None and not ws
+    dummy = plan.tiles.row  # pointer for unused arguments
+    common = dict(D=d, BLOCK_N=cfg.block_n, CHUNK=cfg.chunk, Q_GATHER=through_order, O_SCATTER=through_order,
+                  HAS_KIDX=k_order is not None, IEEE=q.dtype == torch.float32, BOX_LOOP=cfg.tiling != "gather",
+                  BOX_TAILS=cfg.tiling == "box", CHUNK_LOOP=cfg.tiling != "box", TMA=tma)
+    for tiles, warps, part_ws in ((plan.tiles, cfg.num_warps, ws), (plan.half_tiles, 4, False)):
+        if tiles is None:
+            continue
+        num_tiles = tiles.cluster.shape[1]
+        args = (q_in, k, v, out_k, q_order.contiguous() if through_order else dummy,
+                k_order.contiguous() if k_order is not None else dummy,
+                tiles.order if tiles.order is not None else dummy,
+                tiles.cluster, tiles.row, tiles.end, plan.box_count, plan.boxes, plan.cum, plan.entries,
+                s, qc, kc, num_tiles, plan.boxes.shape[-1], plan.entries.shape[-1], math.log2(math.e) / math.sqrt(d),
+                q_in.stride(0), q_in.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                out_k.stride(0), out_k.stride(1))
+        consts = dict(common, BLOCK_M=tiles.block_m, WS=part_ws, ORDERED=tiles.order is not None, num_warps=warps)
+        _launch((n * num_tiles,), args, consts, (q.device, q.dtype, d, cfg, tma, tiles.block_m), cfg.num_stages)
+    if scatter is not None:
+        from svg2.kernels.permute import gather_rows
+
+        gather_rows(out_k, scatter, out=out)
     return out.reshape(shape)

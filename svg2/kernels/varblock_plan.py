@@ -11,8 +11,10 @@ A query cluster's kept key clusters, merged into runs where they are adjacent in
 - ``gather``: chunks only (every key tile gathered).
 Boxes are listed as ``start * 256 + rows``, chunks as ``start * 64 + rows``.
 
-Query tiles are BLOCK_M rows of one cluster; the tile count has the shape bound ceil(S / BLOCK_M) + QC
-(each cluster wastes at most one partial tile), so surplus programs exist and exit at once.
+Query tiles are BLOCK_M rows of one cluster (``split_m``: a cluster's last tile, when at most half full, is a
+BLOCK_M / 2 tile of a second launch). The tile count has the shape bound ceil(S / BLOCK_M) + QC (each
+cluster wastes at most one partial tile), so surplus programs exist; the ``compact`` launch order puts them
+last, where they exit at once.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import triton.language as tl
 
 
 TILINGS = ("mixed", "box", "gather")
+ORDERS = ("compact", "natural", "longest")
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,12 @@ class VarblockConfig:
     chunk: int = 16            # key rows per chunk-list entry (a power of two, 1..32, dividing block_n)
     tiling: str = "mixed"      # key tiles: "mixed" boxes + gathered remainders, "box" boxes only, "gather" none
     tma: bool = True           # load box tiles (and q) with TMA descriptors where the GPU has them (sm_90+)
-    warp_specialize: bool = False  # producer/consumer warps on the box loop (tiling "box" and tma only)
-    longest_first: bool = False    # launch query tiles in order of decreasing key tiles
+    warp_specialize: bool = False  # producer/consumer warps on the box loop (tiling "box", tma, block_m 128)
+    order: str = "compact"     # launch order of query tiles: "compact" (real tiles first, in sequence order; the
+    #                            surplus of the tile bound last), "natural" (as numbered), "longest" (most key
+    #                            tiles first)
+    split_m: bool = False      # a cluster's last tile, if at most half full, runs as a BLOCK_M / 2 tile (second
+    #                            launch): BLOCK_M / 2 query padding at the BLOCK_M tile's speed
 
     def __post_init__(self):
         c = self.chunk
@@ -44,29 +51,33 @@ class VarblockConfig:
             raise ValueError(f"chunk={c}; expected a power of two in 1..32 that divides block_n={self.block_n}")
         if self.tiling not in TILINGS:
             raise ValueError(f"tiling={self.tiling!r}; expected one of {TILINGS}")
-        if self.warp_specialize and self.tiling != "box":
-            raise ValueError(f"warp_specialize with tiling={self.tiling!r}; Triton specialises one loop, so it "
-                             "needs tiling='box'")
+        if self.order not in ORDERS:
+            raise ValueError(f"order={self.order!r}; expected one of {ORDERS}")
+        if self.warp_specialize and (self.tiling != "box" or self.block_m != 128):
+            raise ValueError(f"warp_specialize with tiling={self.tiling!r}, block_m={self.block_m}; Triton 3.6 "
+                             "specialises one loop and splits 128 query rows over two consumer warp groups, so it "
+                             "needs tiling='box' and block_m=128")
         for name, top in (("block_m", 256), ("block_n", 128)):  # box rows are 8 bits of an entry
             b = getattr(self, name)
             if b < 1 or b > top or b & (b - 1):
                 raise ValueError(f"{name}={b}; expected a power of two up to {top} (the kernel needs >= 16)")
 
 
-_FLAGS = {"ws": "warp_specialize", "t": "tma", "o": "longest_first"}
-_TILING = {"km": "mixed", "kb": "box", "kg": "gather"}
+_FLAGS = {"ws": "warp_specialize", "t": "tma", "h": "split_m"}
+_WORDS = {"km": ("tiling", "mixed"), "kb": ("tiling", "box"), "kg": ("tiling", "gather"),
+          "oc": ("order", "compact"), "on": ("order", "natural"), "ol": ("order", "longest")}
 _SIZES = {"M": "block_m", "N": "block_n", "w": "num_warps", "s": "num_stages", "c": "chunk"}
 
 
 def parse_config(spec: str) -> VarblockConfig:
-    """'M64 N64 w4 s3 c16 km t1 ws0 o0' (any subset; the rest from VarblockConfig's defaults) -> VarblockConfig.
-    Tilings: km mixed, kb box, kg gather."""
+    """'M64 N64 w4 s3 c16 km t1 ws0 oc h0' (any subset; the rest from VarblockConfig's defaults) -> VarblockConfig.
+    Tilings km mixed, kb box, kg gather; orders oc compact, on natural, ol longest; h1 split_m."""
     fields = {}
     for tok in spec.split():
         key = "ws" if tok.startswith("ws") else tok[:1]
         val = tok[len(key):]
-        if tok in _TILING:
-            fields["tiling"] = _TILING[tok]
+        if tok in _WORDS:
+            fields[_WORDS[tok][0]] = _WORDS[tok][1]
         elif key in _FLAGS and val in ("0", "1"):
             fields[_FLAGS[key]] = val == "1"
         elif key in _SIZES and val.isdigit():
@@ -78,23 +89,32 @@ def parse_config(spec: str) -> VarblockConfig:
 
 def config_name(c: VarblockConfig) -> str:
     """The inverse of parse_config: every field, in one short string."""
-    tiling = {v: k for k, v in _TILING.items()}[c.tiling]
-    return (f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} c{c.chunk} {tiling} t{int(c.tma)} "
-            f"ws{int(c.warp_specialize)} o{int(c.longest_first)}")
+    word = {v: k for k, v in _WORDS.items()}
+    return (f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} c{c.chunk} {word['tiling', c.tiling]} "
+            f"t{int(c.tma)} ws{int(c.warp_specialize)} {word['order', c.order]} h{int(c.split_m)}")
+
+
+@dataclass
+class QueryTiles:
+    """One launch's query tiles; T is a shape bound, so some tiles are surplus (cluster -1)."""
+
+    cluster: torch.Tensor       # (N, T) int32 query cluster of each tile, -1 for surplus tiles
+    row: torch.Tensor           # (N, T) int32 first permuted row of the tile
+    end: torch.Tensor           # (N, T) int32 end (exclusive) of the tile's cluster
+    order: torch.Tensor | None  # (N * T,) int32 launch order over the flattened tiles (None: as numbered)
+    block_m: int
 
 
 @dataclass
 class VarblockPlan:
     """Device-side schedule of one call; every tensor is built without host synchronisation."""
 
-    tile_cluster: torch.Tensor  # (N, T) int32 query cluster of each query tile, -1 past the last tile
-    tile_row: torch.Tensor      # (N, T) int32 first permuted row of the tile
-    tile_end: torch.Tensor      # (N, T) int32 end (exclusive) of the tile's cluster
+    tiles: QueryTiles           # BLOCK_M-row query tiles
+    half_tiles: QueryTiles | None  # split_m: the BLOCK_M / 2-row last tiles of clusters, else None
     box_count: torch.Tensor     # (N, QC) int32 box tiles (contiguous key rows) of each query cluster
     boxes: torch.Tensor         # (N, QC, MAXBOX) int32 start * 256 + rows of each box; a zero slot after the last
     cum: torch.Tensor           # (N, QC, KC+1) int32 chunk-list entries before each key cluster; [..., KC] = total
     entries: torch.Tensor       # (N, QC, MAXCH) int32 start * 64 + length of each key chunk
-    order: torch.Tensor | None  # (N * T,) int32 query tiles, most key tiles first (longest_first), else None
     config: VarblockConfig
 
 
@@ -127,14 +147,15 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     box_count = box_cum[..., kc].contiguous()
     boxes = _fill_list(box_cum, col_start, runs, (seq_len // bn + kc + 1) if tiling == "box" else seq_len // bn + 1,
                        1, bn, mode=_MODES[tiling][1], block_n=bn)
-    tile_cluster, tile_row, tile_end = _query_tiles(row_sizes, seq_len, config.block_m)
-    order = None
-    if config.longest_first:
-        per_tile = config.block_n // config.chunk
-        key_tiles = box_count + (cum[..., kc] + per_tile - 1) // per_tile
-        work = torch.where(tile_cluster >= 0, key_tiles.gather(1, tile_cluster.clamp_min(0).long()), -1)
-        order = torch.argsort(work.flatten(), descending=True, stable=True).to(torch.int32)
-    return VarblockPlan(tile_cluster, tile_row, tile_end, box_count, boxes, cum, entries, order, config)
+    per_tile = config.block_n // config.chunk
+    key_tiles = box_count + (cum[..., kc] + per_tile - 1) // per_tile  # (N, QC) key tiles of each query cluster
+    bm = config.block_m
+    if config.split_m:
+        tiles = _query_tiles(row_sizes, seq_len, bm, "split", key_tiles, config.order)
+        half = _query_tiles(row_sizes, seq_len, bm // 2, "half", key_tiles, config.order)
+    else:
+        tiles, half = _query_tiles(row_sizes, seq_len, bm, "all", key_tiles, config.order), None
+    return VarblockPlan(tiles, half, box_count, boxes, cum, entries, config)
 
 
 # tiling -> (chunk-list mode, box-list mode) of _list_fill_kernel
@@ -148,21 +169,38 @@ def _cumsum0(counts: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _query_tiles(row_sizes: torch.Tensor, seq_len: int, block_m: int):
+def _query_tiles(row_sizes: torch.Tensor, seq_len: int, block_m: int, part: str, key_tiles: torch.Tensor,
+                 order: str) -> QueryTiles:
+    """Query tiles of every cluster of r rows: ``all`` ceil(r / block_m) tiles; ``split`` the same but for a last
+    tile holding at most block_m / 2 rows; ``half`` that tile alone (block_m here is the half size)."""
     n, qc = row_sizes.shape
     rs = row_sizes.to(torch.int64)
-    tiles = (rs + block_m - 1) // block_m               # (N, QC) query tiles of each cluster
+    if part == "all":
+        tiles, skip, num_tiles = (rs + block_m - 1) // block_m, torch.zeros_like(rs), triton.cdiv(seq_len, block_m) + qc
+    elif part == "split":  # whole tiles, and a last one only if it holds more than half a tile
+        tiles = rs // block_m + (rs % block_m > block_m // 2).to(torch.int64)
+        skip, num_tiles = torch.zeros_like(rs), triton.cdiv(seq_len, block_m) + qc
+    else:  # "half": one tile of block_m rows where the full-size tiles leave 1..block_m rows
+        full = 2 * block_m
+        tiles = ((rs % full > 0) & (rs % full <= block_m)).to(torch.int64)
+        skip, num_tiles = (rs // full) * full, qc
     tiles_end = torch.cumsum(tiles, -1)                 # inclusive
-    num_tiles = triton.cdiv(seq_len, block_m) + qc
     t = torch.arange(num_tiles, device=rs.device).expand(n, num_tiles).contiguous()
     ci = torch.searchsorted(tiles_end, t, right=True)   # (N, T) in [0, QC]; QC = past the last tile
     cic = ci.clamp_max(qc - 1)
     row_start = torch.cumsum(rs, -1) - rs
     start = row_start.gather(1, cic)
-    tile_row = start + (t - (tiles_end - tiles).gather(1, cic)) * block_m
+    tile_row = start + skip.gather(1, cic) + (t - (tiles_end - tiles).gather(1, cic)) * block_m
     tile_end = start + rs.gather(1, cic)
-    tile_cluster = torch.where(ci < qc, ci, torch.full_like(ci, -1))
-    return tuple(x.to(torch.int32).contiguous() for x in (tile_cluster, tile_row, tile_end))
+    cluster = torch.where(ci < qc, ci, torch.full_like(ci, -1))
+    launch = None
+    if order == "compact":  # real tiles first, each sequence's in order; surplus programs exit at the end
+        launch = torch.argsort((cluster < 0).flatten().to(torch.int8), stable=True)
+    elif order == "longest":
+        work = torch.where(cluster >= 0, key_tiles.gather(1, cic), -1)
+        launch = torch.argsort(work.flatten(), descending=True, stable=True)
+    return QueryTiles(*(x.to(torch.int32).contiguous() for x in (cluster, tile_row, tile_end)),
+                      launch.to(torch.int32) if launch is not None else None, block_m)
 
 
 def run_lengths(keep: torch.Tensor, col_sizes: torch.Tensor) -> torch.Tensor:
@@ -193,8 +231,13 @@ def tile_work(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     ceil(rest / chunk) chunk-list entries, read BLOCK_N / chunk entries per gathered key tile. Over
     ``BlockMap.kept_pairs`` this is the work the kernel spends on padding (NOTES.md).
     """
-    bn = config.block_n
-    rows = torch.ceil(row_sizes.double() / config.block_m) * config.block_m
+    bn, bm = config.block_n, config.block_m
+    r = row_sizes.double()
+    if config.split_m:  # whole tiles, then one tile of bm or bm / 2 rows for what is left
+        rest = r - torch.floor(r / bm) * bm
+        rows = r - rest + torch.where(rest > bm // 2, bm, torch.where(rest > 0, bm // 2, 0))
+    else:
+        rows = torch.ceil(r / bm) * bm
     runs = run_lengths(keep, col_sizes).double()
     if config.tiling == "box":
         return (rows * (torch.ceil(runs / bn) * bn).sum(-1)).sum(-1)
