@@ -10,8 +10,8 @@ Sections:
   (QC 300, KC 1000, top_p 0.9 on ``eval.synthetic.structured_qkv`` at scale 0.8: density ~0.25) and a positional
   plan (128-token blocks, top_k at density ~0.25), one row per config: ms, TFLOP/s on kept pairs, tile work over
   kept pairs, relative L2 error on sampled rows against fp32 (output poisoned with NaN first);
-- ``kmeans``: Q300 + K1000, 2 warm iterations: the sorted update against the fused one (``lloyd_step``) and
-  assignment tiles for the fused pass.
+- ``kmeans``: Q300 + K1000, 2 warm iterations (assignment, then the sorted update), per assignment tile config;
+- ``density``: whole svg2 and positional calls over a budget sweep against cuDNN (break-even density).
 Rows go to ``OUT/rows.jsonl`` as they come; a table is printed last. A deadline skips what does not fit.
 """
 from __future__ import annotations
@@ -31,15 +31,11 @@ from eval.clock import Clock, median_ms
 
 D = 128
 GRID_720P = (21, 45, 80)  # Wan 2.1 14B 720p latent grid: 75,600 tokens
-SVG2_CONFIGS = ("M64 N64 w4 s3 c8 km on,M64 N64 w4 s3 c8 km,M64 N64 w4 s3 c4 km,M128 N128 w8 s3 c8 km h1,"
-                "M128 N128 w8 s3 c16 km h1,M128 N64 w8 s3 c8 km h1,M64 N128 w4 s3 c8 km,M128 N128 w8 s2 c8 km h1,"
-                "M128 N128 w4 s2 kb ws1 h1,M64 N64 w4 s3 c16 kg on")
-POS_CONFIGS = ("M128 N128 w8 s3 c16 km on,M128 N128 w8 s3 c16 km,M128 N128 w4 s2 kb ws1,M128 N128 w4 s2 kb ws1 on,"
-               "M128 N64 w4 s2 kb ws1,M128 N64 w4 s3 kb ws1,M128 N128 w8 s3 kb,M128 N128 w8 s2 c16 km,"
-               "M64 N64 w4 s3 c16 kg on")
-Q_ORDER_CONFIGS = "M64 N64 w4 s3 c8 km,M128 N128 w8 s3 c8 km h1,M128 N128 w4 s2 kb ws1 h1"
+SVG2_CONFIGS = "M128 N128 w8 s3 c8 km oc h1,M64 N64 w4 s3 c8 km oc,M64 N64 w4 s3 c16 kg on"
+POS_CONFIGS = "M128 N128 w8 s3 c8 km oc h1,M128 N128 w4 s2 kb ws1,M64 N64 w4 s3 c16 kg on"
+Q_ORDER_CONFIGS = "M128 N128 w8 s3 c8 km oc h1,M64 N64 w4 s3 c8 km oc,M64 N64 w4 s3 c16 kg on"
 DENSE_CONFIGS = "M128 N128 w4 s2 ws1,M128 N128 w8 s3 ws0"
-ASSIGN_CONFIGS = "S128 K64 w4 s3,S256 K64 w8 s3,S64 K64 w4 s3,S256 K64 w8 s4"
+ASSIGN_CONFIGS = "S256 K64 w8 s3,S128 K64 w4 s3"
 # Tiny shapes for a CPU dry run of the script itself (TRITON_INTERPRET=1 ... --smoke): no timing worth reading.
 SMOKE = dict(heads=2, grid=(3, 6, 8), qc=8, kc=16, block=16,
              configs="M16 N16 w4 s1 c4 km,M32 N16 w4 s1 c4 km h1 ol,M128 N16 w4 s1 kb ws1")
@@ -236,58 +232,92 @@ def sparse(bench: Bench, svg2_configs: str, pos_configs: str, q_order_configs: s
 # --- k-means ---------------------------------------------------------------------------------------------
 
 def kmeans_section(bench: Bench, assign_configs: str) -> None:
-    """Q300 + K1000, 2 warm iterations, for each assignment tile config and update: sorted (assign, then
-    cluster_means), fused with one atomic per token (lloyd_step runs=False), fused with runs pre-summed."""
-    from svg2.kernels.kmeans import AssignConfig, assign_nearest, cluster_means, lloyd_step
-    from svg2.kmeans import kmeans
+    """Q300 + K1000, 2 warm iterations (assign, then the sorted cluster_means), per assignment tile config."""
+    from svg2.kernels.kmeans import AssignConfig, assign_nearest, cluster_means
 
     q, k, _ = structured_inputs(bench)
     n, s = q.shape[1], q.shape[2]
     xq, xk = q.reshape(n, s, D), k.reshape(n, s, D)
     nq, nk = (SMOKE["qc"], SMOKE["kc"]) if bench.smoke else (300, 1000)
-    cq = kmeans(xq, nq, 10, seed=0, deterministic=True).centroids  # warm centroids, as after a first call
-    ck = kmeans(xk, nk, 10, seed=1, deterministic=True).centroids
-    lab_ref = assign_nearest(xk, ck)
-    means_ref, _ = cluster_means(xk, lab_ref, ck)
-    runs = ((lab_ref[:, 1:] != lab_ref[:, :-1]).sum() + n).item()
-    bench.add(section="kmeans", config="label runs of K1000 in token order", tokens_per_run=n * s / runs)
+    g = torch.Generator(device=q.device).manual_seed(0)
+    cq, ck = (x[:, torch.randperm(s, device=q.device, generator=g)[:c]].float() for x, c in ((xq, nq), (xk, nk)))
+    for _ in range(10):  # warm centroids, as after a first call
+        cq, _ = cluster_means(xq, assign_nearest(xq, cq), cq)
+        ck, _ = cluster_means(xk, assign_nearest(xk, ck), ck)
+    lab = assign_nearest(xk, ck)
 
-    def two_iters(cfg, update):
+    def two_iters(cfg):
         for x, c in ((xq, cq), (xk, ck)):
             for _ in range(2):
-                if update == "sorted":
-                    c, _ = cluster_means(x, assign_nearest(x, c, cfg), c)
-                else:
-                    _, c, _ = lloyd_step(x, c, cfg, runs=update == "runs")
+                c, _ = cluster_means(x, assign_nearest(x, c, cfg), c)
 
     for spec in assign_configs.split(","):
+        if bench.left() < 0:
+            return
         f = {tok[0]: int(tok[1:]) for tok in spec.split()}
         cfg = AssignConfig(f["S"], f["K"], f["w"], f["s"])
-        for update in ("sorted", "atomics", "runs"):
+        ms_a = bench.time_ms(lambda: assign_nearest(xk, ck, cfg))
+        bench.add(section="kmeans", config=spec, ms=bench.time_ms(lambda: two_iters(cfg)), ms_assign_k1000=ms_a,
+                  tflops_assign=2 * n * s * nk * D / ms_a / 1e9, ms_assign_q300=bench.time_ms(
+                      lambda: assign_nearest(xq, cq, cfg)), ms_update_k1000=bench.time_ms(
+                      lambda: cluster_means(xk, lab, ck)), labels_equal_default=torch.equal(
+                      assign_nearest(xk, ck, cfg), lab))
+
+
+# --- density sweep ---------------------------------------------------------------------------------------
+
+SWEEP_SHAPES = {"wan_720p": (40, GRID_720P, 300), "wan_480p": (12, (21, 30, 52), 200)}
+
+
+def density_sweep(bench: Bench, shapes: str) -> None:
+    """Whole method calls (svg2: top_k 30..900 of 1000 key clusters, min_kc_ratio 0, 2 warm iterations;
+    positional: top_k 5..90 % of its 128-token blocks) against cuDNN on the same structured inputs (scale 0.8,
+    seed 2): the density where sparse stops paying."""
+    from eval.synthetic import structured_qkv
+    from svg2.attention import dense_attention
+    from svg2.methods import build_method
+    from svg2.methods.svg2 import svg2_preset
+
+    for name in shapes.split(","):
+        heads, grid, qc = SWEEP_SHAPES[name]
+        q, k, v = structured_qkv(heads, grid, D, scale=0.8, seed=2)
+        ms_dense = bench.time_ms(lambda: dense_attention(q, k, v, "cudnn"))
+        bench.add(section="density", shape=name, method="dense_cudnn", density=1.0, ms=ms_dense)
+        nb = math.ceil(q.shape[2] / 128)
+        runs = [("svg2", dict(svg2_preset("wan_720p").__dict__, num_q_clusters=qc, top_k=t, top_p=None,
+                              min_kc_ratio=0.0, dense_steps=0, dense_layers=0, check_finite=False, profile=False))
+                for t in (30, 60, 100, 150, 250, 400, 600, 900)]
+        runs += [("positional", dict(block_size=128, top_k=max(1, round(f * nb)), top_p=None, min_kc_ratio=0.0,
+                                     check_finite=False, profile=False)) for f in (0.05, 0.15, 0.3, 0.5, 0.7, 0.9)]
+        for method, cfg in runs:
             if bench.left() < 0:
                 return
-            try:
-                row = dict(section="kmeans", config=f"{spec} {update}", ms=bench.time_ms(lambda: two_iters(cfg, update)))
-                if update == "sorted":
-                    ms_a = bench.time_ms(lambda: assign_nearest(xk, ck, cfg))
-                    row.update(ms_assign_k1000=ms_a, tflops_assign=2 * n * s * nk * D / ms_a / 1e9,
-                               ms_update_k1000=bench.time_ms(lambda: cluster_means(xk, lab_ref, ck)))
-                else:
-                    lab, means, _ = lloyd_step(xk, ck, cfg, runs=update == "runs")
-                    row.update(ms_lloyd_k1000=bench.time_ms(lambda: lloyd_step(xk, ck, cfg, runs=update == "runs")),
-                               ms_lloyd_q300=bench.time_ms(lambda: lloyd_step(xq, cq, cfg, runs=update == "runs")),
-                               labels_equal=torch.equal(lab, lab_ref),
-                               max_mean_diff=(means - means_ref).abs().max().item())
-                bench.add(**row)
-            except Exception as e:
-                traceback.print_exc()
-                bench.add(section="kmeans", config=f"{spec} {update}", error=f"{type(e).__name__}: {str(e)[:300]}")
+            m = build_method(method, **cfg)
+            m(q, k, v)  # first call: 50 k-means iterations from the seeded init
+            ms = bench.time_ms(lambda: m(q, k, v))
+            bench.add(section="density", shape=name, method=method, top_k=cfg["top_k"],
+                      density=m.stats[-1].as_row()["density"], ms=ms, over_dense=ms / ms_dense)
+        del q, k, v
+
+
+def break_even(rows: list[dict]) -> dict:
+    """(shape, method) -> density where the call time crosses cuDNN's, linearly interpolated (None: never)."""
+    out = {}
+    for key in {(r["shape"], r["method"]) for r in rows if r.get("section") == "density" and "over_dense" in r}:
+        pts = sorted((r["density"], r["over_dense"]) for r in rows
+                     if r.get("section") == "density" and (r.get("shape"), r.get("method")) == key and "over_dense" in r)
+        out[key] = None
+        for (d0, t0), (d1, t1) in zip(pts, pts[1:]):
+            if t0 <= 1.0 < t1:
+                out[key] = d0 + (1.0 - t0) * (d1 - d0) / (t1 - t0)
+    return out
 
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--sections", default="dense,sparse,kmeans")
+    p.add_argument("--sections", default="dense,sparse,kmeans,density")
+    p.add_argument("--density-shapes", default="wan_720p,wan_480p")
     p.add_argument("--svg2-configs", default=SVG2_CONFIGS)
     p.add_argument("--pos-configs", default=POS_CONFIGS)
     p.add_argument("--q-order-configs", default=Q_ORDER_CONFIGS, help="svg2 configs also timed with q_order")
@@ -300,7 +330,7 @@ def main(argv=None) -> list[dict]:
     if args.smoke:
         args.svg2_configs = args.pos_configs = SMOKE["configs"]
         args.assign_configs = "S16 K16 w4 s1"
-        args.sections = args.sections.replace("dense", "")
+        args.sections = ",".join(x for x in args.sections.split(",") if x not in ("dense", "density"))
     elif not torch.cuda.is_available():
         raise SystemExit("bench_kernels needs a CUDA device")
     bench = Bench(args.out, args.deadline, args.repeats, args.smoke)
@@ -310,17 +340,21 @@ def main(argv=None) -> list[dict]:
     sections = args.sections.split(",")
     for name, fn in (("dense", lambda: dense_probe(bench, args.dense_configs)),
                      ("sparse", lambda: sparse(bench, args.svg2_configs, args.pos_configs, args.q_order_configs)),
-                     ("kmeans", lambda: kmeans_section(bench, args.assign_configs))):
+                     ("kmeans", lambda: kmeans_section(bench, args.assign_configs)),
+                     ("density", lambda: density_sweep(bench, args.density_shapes))):
         if name in sections:
             try:
                 fn()
             except Exception:
                 traceback.print_exc()
             torch.cuda.empty_cache()
+    for (shape, method), dens in sorted(break_even(bench.rows).items()):
+        bench.add(section="break_even", shape=shape, method=method, density=dens)
     print("\n== summary")
     for r in bench.rows[1:]:
-        keys = [k for k in ("section", "plan", "config", "ms", "tflops", "rel_l2", "work_over_kept", "ms_q_order",
-                            "ms_k1000", "ms_q300", "labels_equal", "max_mean_diff", "error") if k in r]
+        keys = [k for k in ("section", "plan", "shape", "method", "config", "top_k", "density", "ms", "tflops",
+                            "rel_l2", "work_over_kept", "ms_q_order", "over_dense", "ms_assign_k1000", "ms_update_k1000",
+                            "error") if k in r]
         print(" | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
     return bench.rows
 

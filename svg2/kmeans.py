@@ -105,16 +105,12 @@ def kmeans(
     init: str = "random",
     seed: int = 0,
     centroids: torch.Tensor | None = None,
-    deterministic: bool = False,
 ) -> KMeansResult:
     """Run ``iters`` Lloyd iterations on (N, S, D) from seeded init or warm-start ``centroids`` (N, K, D).
 
     Each iteration assigns every token to its nearest centroid, then moves each centroid to the
     mean of its tokens; the result holds the last assignment and the means of exactly those labels
     (empty clusters keep their previous centroid). ``iters=0`` only assigns.
-    On the Triton path an iteration is one pass that accumulates the means with atomics as labels are found
-    (``svg2.kernels.kmeans.lloyd_step``); ``deterministic=True`` sorts by label and sums in order instead
-    (bit-reproducible, one more pass over x and a sort per iteration).
     """
     if x.dim() != 3:
         raise ValueError(f"x has {x.dim()} dims (shape {tuple(x.shape)}); expected (N, S, D)")
@@ -132,15 +128,9 @@ def kmeans(
         labels = kmeans_assign(x, c)
         sizes = torch.zeros(n, k, dtype=torch.long, device=x.device).scatter_add_(1, labels, torch.ones_like(labels))
         return KMeansResult(labels=labels, centroids=c, sizes=sizes, iters=0)
-    fused = kernel_covers(x) and not deterministic
     for _ in range(iters):
-        if fused:
-            from svg2.kernels.kmeans import lloyd_step
-
-            labels, c, sizes = lloyd_step(x, c)
-        else:
-            labels = kmeans_assign(x, c)
-            c, sizes = kmeans_update(x, labels, c)
+        labels = kmeans_assign(x, c)
+        c, sizes = kmeans_update(x, labels, c)
     return KMeansResult(labels=labels, centroids=c, sizes=sizes, iters=iters)
 
 

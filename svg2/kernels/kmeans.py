@@ -7,9 +7,6 @@
   inputs), ||c||^2 in fp32, so near-ties may resolve differently from the fp32 torch path.
 - ``move_costs``: the same pass for tile alignment (``svg2.align``): per token, the nearest cluster among the
   open ones, and the distance gained or lost by moving there from its own.
-- ``lloyd_step``: the assignment with the centroid update fused in: as each token's label is found, the
-  token is added (fp32 atomics) into its cluster's sum and count, so one pass over x makes a Lloyd
-  iteration (no sort, no second read of x). Not bit-reproducible: the sums' rounding order varies.
 - ``cluster_means``: tokens are sorted by label (torch sort, no host sync); one program per
   (sequence, cluster) sums the rows of its run in fp32 and writes the mean, or the previous centroid
   for an empty cluster. Deterministic (no atomics).
@@ -35,25 +32,17 @@ class AssignConfig:
     num_stages: int = 3
 
 
-# Fixed small tiles for interpreter tests; the GPU default was picked by eval/bench_attention.py sweeps.
-ASSIGN_CONFIGS = {"test": AssignConfig(16, 16, 4, 1), "h200": AssignConfig(128, 64, 4, 3)}
+# Fixed small tiles for interpreter tests; the GPU default was picked by eval/bench_kernels.py sweeps (NOTES.md).
+ASSIGN_CONFIGS = {"test": AssignConfig(16, 16, 4, 1), "h200": AssignConfig(256, 64, 8, 3)}
 
 
 @triton.jit
-def _segmented_add(f1, v1, f2, v2):
-    """Scan operator of sums restarting where the flag is set (a run's first row)."""
-    return f1 | f2, tl.where(f2 != 0, v2, v1 + v2)
-
-
-@triton.jit
-def _nearest_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, open_ptr, lab_ptr, cost_ptr, sum_ptr, cnt_ptr, S, K,
+def _nearest_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, open_ptr, lab_ptr, cost_ptr, S, K,
                     sxn, sxs, scn, sck,
                     D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
-                    MOVE: tl.constexpr, ACCUM: tl.constexpr):
+                    MOVE: tl.constexpr):
     # Nearest centroid of each token (out). MOVE: nearest among the open clusters only, and the cost of moving
     # there, d(x, nearest open) - d(x, own), with the own distance from the own centroid's row gathered once.
-    # ACCUM: add each token (fp32) and a count of 1 into its cluster's sums, so the update needs no sort and no
-    # second pass over x (atomics: the sums' rounding order varies from run to run).
     pid_s = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     rows = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -79,35 +68,6 @@ def _nearest_kernel(x_ptr, c_ptr, csq_ptr, out_ptr, open_ptr, lab_ptr, cost_ptr,
         best = tl.where(better, tile_min, best)
         best_idx = tl.where(better, tile_arg, best_idx)
     tl.store(out_ptr + n * S + rows, best_idx.to(tl.int64), mask=rows < S)
-    if ACCUM:
-        cluster = n * K + best_idx
-        if ACCUM == 1:
-            # x read again (from L2) rather than held in registers through the centroid loop: 126 vs 202 registers.
-            xs = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + d[None, :], mask=rows[:, None] < S, other=0.0,
-                         cache_modifier=".cg").to(tl.float32)
-            tl.atomic_add(sum_ptr + cluster[:, None] * D + d[None, :], xs, mask=rows[:, None] < S, sem="relaxed")
-            tl.atomic_add(cnt_ptr + cluster, tl.full([BLOCK_S], 1, tl.int32), mask=rows < S, sem="relaxed")
-        else:
-            # Neighbouring tokens often share a label: sum each run of equal labels in the tile first (segmented
-            # scan) and add only at the run's last row, so far fewer atomics contend for one cluster's row.
-            tl.debug_barrier()  # the labels just stored are read back shifted by one row
-            first = pid_s * BLOCK_S
-            prev = tl.load(out_ptr + n * S + rows - 1, mask=(rows > first) & (rows < S), other=-1).to(tl.int32)
-            nxt = tl.load(out_ptr + n * S + rows + 1, mask=(rows + 1 < S) & (rows + 1 < first + BLOCK_S),
-                          other=-1).to(tl.int32)
-            starts = (best_idx != prev).to(tl.int32)
-            ends = (best_idx != nxt) & (rows < S)
-            _, run_len = tl.associative_scan((starts, tl.full([BLOCK_S], 1, tl.int32)), 0, _segmented_add)
-            tl.atomic_add(cnt_ptr + cluster, run_len, mask=ends, sem="relaxed")
-            DC: tl.constexpr = 32 if D > 32 else D  # columns per scan: bounds the scan's shared memory
-            flags = tl.broadcast_to(starts[:, None], [BLOCK_S, DC])
-            for dc in tl.static_range(0, D, DC):
-                dd = dc + tl.arange(0, DC)
-                xs = tl.load(x_ptr + n * sxn + rows[:, None] * sxs + dd[None, :], mask=rows[:, None] < S,
-                             other=0.0, cache_modifier=".cg").to(tl.float32)
-                _, run_sum = tl.associative_scan((flags, xs), 0, _segmented_add)
-                tl.atomic_add(sum_ptr + cluster[:, None] * D + dd[None, :], run_sum, mask=ends[:, None],
-                              sem="relaxed")
     if MOVE:
         own_label = tl.load(lab_ptr + n * S + rows, mask=rows < S, other=0)
         c_own = tl.load(c_ptr + n * scn + own_label[:, None] * sck + d[None, :], mask=rows[:, None] < S, other=0.0)
@@ -172,36 +132,13 @@ def _centroid_operands(centroids: torch.Tensor, dtype: torch.dtype) -> tuple[tor
     return c32.to(dtype).contiguous(), (c32 * c32).sum(-1).contiguous()
 
 
-def _launch_nearest(x, c, csq, out, cfg: AssignConfig, is_open=None, labels=None, cost=None, sums=None,
-                    counts=None, runs: bool = True) -> None:
+def _launch_nearest(x, c, csq, out, cfg: AssignConfig, is_open=None, labels=None, cost=None) -> None:
     n, s, d = x.shape
-    move, accum = is_open is not None, (0 if sums is None else 2 if runs else 1)
+    move = is_open is not None
     _nearest_kernel[(triton.cdiv(s, cfg.block_s), n)](
-        x, c, csq, out, is_open if move else csq, labels if move else out, cost if move else csq,
-        sums if accum else csq, counts if accum else csq, s, c.shape[1],
+        x, c, csq, out, is_open if move else csq, labels if move else out, cost if move else csq, s, c.shape[1],
         x.stride(0), x.stride(1), c.stride(0), c.stride(1), D=d, BLOCK_S=cfg.block_s, BLOCK_K=cfg.block_k,
-        IEEE=x.dtype == torch.float32, MOVE=move, ACCUM=accum, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-
-
-def lloyd_step(x: torch.Tensor, centroids: torch.Tensor, config: AssignConfig | None = None, runs: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Lloyd iteration in one pass over x: x (N, S, D), centroids (N, K, D) -> labels (N, S) int64 (nearest
-    centroid, as ``assign_nearest``), the means of the tokens of each label (N, K, D) fp32 (empty clusters keep
-    their centroid) and the sizes (N, K) int64.
-
-    The sums are accumulated with atomics as labels are found, so the means equal ``cluster_means`` of the same
-    labels up to fp32 rounding order (not bit for bit; labels of a later iteration can differ at near-ties)."""
-    _check_points(x, centroids)
-    cfg = config or ASSIGN_CONFIGS["h200"]
-    n, s, d = x.shape
-    k = centroids.shape[1]
-    c, csq = _centroid_operands(centroids, x.dtype)
-    labels = torch.empty(n, s, dtype=torch.long, device=x.device)
-    sums = torch.zeros(n, k, d, dtype=torch.float32, device=x.device)
-    counts = torch.zeros(n, k, dtype=torch.int32, device=x.device)
-    _launch_nearest(x, c, csq, labels, cfg, sums=sums, counts=counts, runs=runs)
-    means = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centroids.float())
-    return labels, means, counts.to(torch.long)
+        IEEE=x.dtype == torch.float32, MOVE=move, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def move_costs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, is_open: torch.Tensor,
