@@ -4,28 +4,31 @@ Query cluster i owns the rows ``[row_start[i], +row_sizes[i])`` and key cluster 
 ``[col_start[j], +col_sizes[j])`` of the permuted layout. Query cluster i attends exactly the tokens
 of its kept key clusters, with an exact online softmax (flash-attention style, exp2, fp32 state).
 
-One program is one query tile (BLOCK_M rows of one cluster). Its key tiles come from the schedule in
-``varblock_plan`` and are read in two loops sharing one softmax state:
+One program is one query tile (BLOCK_M rows of one cluster; with ``split_m`` a cluster's last tile, if at
+most half full, is a BLOCK_M / 2 tile of a second launch). Its key tiles come from the schedule in
+``varblock_plan`` and are read in up to two loops sharing one softmax state:
 1. *box tiles*: BLOCK_N contiguous rows inside one run of kept key clusters. On Hopper (sm_90+) with
-   contiguous k and v they are loaded by TMA from descriptors made on the device
-   (``tl.make_tensor_descriptor``; ``triton.set_allocator`` is set here if nothing else set it), optionally
-   with warp-specialised producer/consumer warps; elsewhere, and in the interpreter with ``tma=False``, by
-   pointer loads.
-2. *gathered tiles*: BLOCK_N / chunk chunk-list entries, each up to ``chunk`` rows of what the boxes left of
-   a run. The rows' addresses come from one vector load of the tile's entries, issued one tile ahead, so
-   Triton's pipeliner can prefetch K and V num_stages - 1 tiles ahead (NOTES.md).
-The next box's first row is likewise loaded one box ahead.
+   contiguous q, k and v, boxes and the query tile are loaded by TMA from descriptors made on the device
+   (``tl.make_tensor_descriptor``; ``triton.set_allocator`` is set here if nothing else set it); elsewhere,
+   with ``tma=False``, by pointer loads. The next box's first row is loaded one box ahead.
+2. *gathered tiles* (tilings ``mixed`` and ``gather``): BLOCK_N / chunk chunk-list entries, each up to
+   ``chunk`` rows of what the boxes left of a run. The rows' addresses come from one vector load of the
+   tile's entries, issued one tile ahead, so Triton's pipeliner prefetches K and V num_stages - 1 tiles
+   ahead (NOTES.md).
+``warp_specialize`` (tiling ``box``, BLOCK_M 128, at most 2 stages) runs the box loop with TMA producer warps
+and two consumer warp groups; q and the output then go only through descriptors (in cluster order: with
+``q_order`` the launcher gathers q and scatters the output), which works around Triton 3.6 offsetting
+tl.arange rows twice in the second consumer group.
 
 No host synchronisation: the plan is built on the device with shape bounds known on the host, the grid is
-the bound ``N · (ceil(S / BLOCK_M) + QC)`` query tiles (surplus programs exit at once; ``longest_first``
-launches them in order of decreasing work), so a call can be captured in a CUDA graph. Rows whose kept
-clusters hold no token get 0.
+the bound ``N · (ceil(S / BLOCK_M) + QC)`` query tiles (surplus programs exit at once; the ``compact`` order
+launches them last), so a call can be captured in a CUDA graph. Rows whose kept clusters hold no token get 0.
 
 Optional ``q_order`` / ``k_order`` (N, S) make the kernel read q (and write the output) and k, v
 through the token permutation directly, so those permuted copies are never materialised (``k_order``
 makes every key tile a gather: no TMA). The method stack uses ``q_order`` and permutes k and v.
 
-Skips: backward pass, dropout, causal masks, D other than a power of two >= 16, S >= 2**25.
+Skips: backward pass, dropout, causal masks, D other than a power of two >= 16, S >= 2**23.
 Measured on an H200 (bf16, D 128): see svg2/kernels/NOTES.md.
 """
 from __future__ import annotations

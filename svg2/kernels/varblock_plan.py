@@ -53,10 +53,11 @@ class VarblockConfig:
             raise ValueError(f"tiling={self.tiling!r}; expected one of {TILINGS}")
         if self.order not in ORDERS:
             raise ValueError(f"order={self.order!r}; expected one of {ORDERS}")
-        if self.warp_specialize and (self.tiling != "box" or self.block_m != 128):
-            raise ValueError(f"warp_specialize with tiling={self.tiling!r}, block_m={self.block_m}; Triton 3.6 "
-                             "specialises one loop and splits 128 query rows over two consumer warp groups, so it "
-                             "needs tiling='box' and block_m=128")
+        if self.warp_specialize and (self.tiling != "box" or self.block_m != 128 or self.num_stages > 2):
+            raise ValueError(f"warp_specialize with tiling={self.tiling!r}, block_m={self.block_m}, num_stages="
+                             f"{self.num_stages}; Triton 3.6 specialises one loop and splits 128 query rows over two "
+                             "consumer warp groups, and 3 stages computed wrong results on the H200 (NOTES.md), so "
+                             "it needs tiling='box', block_m=128 and num_stages <= 2")
         for name, top in (("block_m", 256), ("block_n", 128)):  # box rows are 8 bits of an entry
             b = getattr(self, name)
             if b < 1 or b > top or b & (b - 1):
@@ -123,8 +124,8 @@ def make_plan(keep: torch.Tensor, row_sizes: torch.Tensor, col_sizes: torch.Tens
     """keep (N, QC, KC) bool, row_sizes (N, QC), col_sizes (N, KC) -> the kernel's schedule.
 
     ``seq_len`` (S) comes from the tensors' shapes, so every list has a shape bound known on the host.
-    Memory: 4 · N · QC · (S / chunk + KC + S / BLOCK_N) bytes (Wan 14B 720p, QC 300, KC 1000, BLOCK_N 64:
-    330 MB, 0.14× the bytes of q, k, v).
+    Memory: about 4 · N · QC · (S / chunk + KC + S / BLOCK_N) bytes (Wan 14B 720p, QC 300, KC 1000, the default
+    chunk 8 and BLOCK_N 128: 530 MB, 0.23× the bytes of q, k, v).
     """
     if seq_len >= 1 << 23:
         raise ValueError(f"S={seq_len}; the tile lists encode start * 256 + rows in int32, so S < 2**23")
