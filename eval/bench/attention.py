@@ -26,7 +26,7 @@ from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.kernels.permute import gather_rows
 from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest, cluster_means
-from svg2.kernels.varblock import default_config, make_plan, parse_config, varblock_attention
+from svg2.kernels.varblock import config_name, default_config, make_plan, parse_config, varblock_attention
 from svg2.kmeans import kmeans
 from svg2.methods import build_method, svg2_preset
 
@@ -168,7 +168,7 @@ def bench_shape(shape: ModelShape, inputs: str, args, writer: RowWriter):
     for c in configs:
         vplan = make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
                           bm.col_sizes.reshape(n, -1), s, c)
-        name = f"M{c.block_m} N{c.block_n} w{c.num_warps} s{c.num_stages} c{c.chunk}"
+        name = config_name(c)
         try:
             ms = time_ms(lambda: varblock_attention(*permuted, bm.keep, bm.row_sizes, bm.col_sizes, config=c,
                                                     plan=vplan), args.repeats)
@@ -187,7 +187,7 @@ def bench_shape(shape: ModelShape, inputs: str, args, writer: RowWriter):
     dc = default_config(D)
     ms = time_ms(lambda: make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
                                    bm.col_sizes.reshape(n, -1), s, dc), args.repeats)
-    add("varblock_plan", ms, 0.0, f"M{dc.block_m} N{dc.block_n} c{dc.chunk}")
+    add("varblock_plan", ms, 0.0, config_name(dc))
     ms_perm = time_ms(lambda: [gather_rows(flat[0], qp), gather_rows(flat[1], kp), gather_rows(flat[2], kp),
                                gather_rows(permuted[0], plan.q_perm.inverse)], args.repeats)
     add("permute_qkv_and_inverse", ms_perm, 0.0, "4 row gathers")
@@ -278,8 +278,9 @@ def main(argv=None):
     p.add_argument("--dense-both", action="store_true", help="time dense SDPA on structured inputs too")
     p.add_argument("--no-flex", dest="flex", action="store_false")
     p.add_argument("--sweep", default="", help="shapes (comma-separated) on which to time several kernel tile configs")
-    p.add_argument("--kernel-configs", default="M64 N64 w4 s3 c8,M64 N64 w4 s2,M128 N64 w4 s3,M128 N128 w8 s3",
-                   help="comma-separated sparse-kernel configs timed on --sweep shapes, e.g. 'M64 N64 w4 s3 c16'")
+    p.add_argument("--kernel-configs", default="M64 N64 w4 s3 c8,M128 N128 w8 s3 c16,M64 N64 w4 s3 c16 kg",
+                   help="comma-separated sparse-kernel configs timed on --sweep shapes, e.g. 'M64 N64 w4 s3 c16 km' "
+                        "(svg2.kernels.varblock.parse_config)")
     p.add_argument("--out", default="results/bench/attention_h200.csv")
     args = p.parse_args(argv)
     try:

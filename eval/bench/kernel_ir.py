@@ -21,17 +21,23 @@ from triton.runtime.jit import JITFunction
 
 from svg2.kernels.varblock import VarblockConfig, _varblock_fwd_kernel, default_config, parse_config
 
-STRIDES = ("sqn", "sqs", "skn", "sks", "svn", "svs", "son", "sos", "T", "MAXCH")
+STRIDES = ("sqn", "sqs", "skn", "sks", "svn", "svs", "son", "sos", "T", "MAXBOX", "MAXCH")
 
 
-def compile_sm90(config: VarblockConfig, head_dim: int = 128, dtype: str = "bf16"):
+def compile_sm90(config: VarblockConfig, head_dim: int = 128, dtype: str = "bf16", tma: bool | None = None):
+    """The kernel as the launcher specialises it for contiguous permuted tensors (no orders); ``tma`` defaults
+    to the config's (box tiles through TMA descriptors)."""
     fn = _varblock_fwd_kernel
     if not isinstance(fn, JITFunction):
         raise RuntimeError("TRITON_INTERPRET=1 is set: kernels are interpreted, not compiled; run without it "
                            "(the interpreter patches triton.language in this process)")
     names = fn.arg_names
+    tma = config.tma and config.tiling != "gather" if tma is None else tma
     const = dict(D=head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n, CHUNK=config.chunk,
-                 HAS_QIDX=False, HAS_KIDX=False, IEEE=dtype == "fp32")
+                 Q_GATHER=False, O_SCATTER=False, HAS_KIDX=False, IEEE=dtype == "fp32",
+                 BOX_LOOP=config.tiling != "gather", BOX_TAILS=config.tiling == "box",
+                 CHUNK_LOOP=config.tiling != "box", TMA=tma, WS=config.warp_specialize and tma,
+                 ORDERED=config.order != "natural")
     sig = {}
     for name in names:
         if name in const:
@@ -50,17 +56,25 @@ def compile_sm90(config: VarblockConfig, head_dim: int = 128, dtype: str = "bf16
 
 
 def schedule(config: VarblockConfig) -> dict:
-    """Shared memory, async copies, K/V buffer slots and the main loop's async_wait counts."""
+    """Shared memory, copies, buffer slots, warp specialisation and each loop's async_wait counts."""
     kernel = compile_sm90(config)
     ttgir = kernel.asm["ttgir"]
-    loop = ttgir[ttgir.index("scf.for"):]
-    loop = loop[:loop.index("scf.yield")]  # the main loop's body
+    loops = []
+    rest = ttgir
+    while "scf.for" in rest:  # the key loops, in order: boxes (if any), then gathered tiles
+        rest = rest[rest.index("scf.for"):]
+        body = rest[:rest.index("scf.yield")]
+        loops.append(dict(waits=[int(x) for x in re.findall(r"async_wait[^\n]*\{num = (\d+)", body)],
+                          tma_loads=len(re.findall(r"async_tma_copy_global_to_local", body)),
+                          register_loads=len(re.findall(r"= tt\.load ", body))))
+        rest = rest[len("scf.for"):]
     slots = [int(m) for m in re.findall(r"local_alloc : \(\) -> !ttg\.memdesc<(\d+)x\d+x\d+xbf16", ttgir)]
     return dict(shared_bytes=kernel.metadata.shared,
                 async_copies=len(re.findall(r"async_copy_global_to_local", ttgir)),
-                register_loads_in_loop=len(re.findall(r"= tt\.load ", loop)),
-                kv_slots=slots,
-                loop_waits=[int(n) for n in re.findall(r"async_wait[^\n]*\{num = (\d+)", loop)])
+                tma_copies=len(re.findall(r"async_tma_copy_global_to_local", ttgir)),
+                warp_specialize=len(re.findall(r"ttg\.warp_specialize", ttgir)),
+                kv_slots=slots, loops=loops,
+                loop_waits=loops[-1]["waits"] if loops else [])
 
 
 def main(argv=None) -> dict:

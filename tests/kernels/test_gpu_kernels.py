@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from svg2.kernels.kmeans import assign_nearest, cluster_means
-from svg2.kernels.varblock import varblock_attention
+from svg2.kernels.varblock import default_config, parse_config, varblock_attention
 from svg2.methods import build_method
 from svg2.permute import permutation_from_labels
 
@@ -35,10 +35,16 @@ def _labels(kind, n, s, c, device):
     raise ValueError(kind)
 
 
+# The default, and the configs NOTES.md measured (warp specialisation, half tiles, gathered tiles only).
+GPU_CONFIGS = [None, "M128 N128 w8 s3 c8 km h1", "M128 N128 w4 s2 kb ws1", "M64 N64 w4 s3 c16 kg"]
+
+
+@pytest.mark.parametrize("spec", GPU_CONFIGS)
 @pytest.mark.parametrize("s,d,kind,density", [
     (32760, 128, "random", 0.3), (32760, 64, "huge", 0.2), (75600, 128, "random", 0.25),
     (75600, 128, "huge", 0.02), (32760, 128, "random", 1.0)])
-def test_varblock_real_shapes(s, d, kind, density):
+def test_varblock_real_shapes(s, d, kind, density, spec):
+    cfg = parse_config(spec) if spec else default_config(d)
     torch.manual_seed(s + d)
     n, qc, kc = 2, 300, 1000
     q, k, v = (torch.randn(n, s, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -48,15 +54,20 @@ def test_varblock_real_shapes(s, d, kind, density):
     qp, kp = permutation_from_labels(ql, qc), permutation_from_labels(kl, kc)
     rows = torch.randperm(s, device="cuda")[:512]
     ref = _sampled_reference(q, k, v, ql, kl, keep, rows)
-    fused = varblock_attention(q, k, v, keep, qp.sizes, kp.sizes, q_order=qp.order, k_order=kp.order,
+    fused = varblock_attention(q, k, v, keep, qp.sizes, kp.sizes, q_order=qp.order, k_order=kp.order, config=cfg,
                                out=torch.full_like(q, float("nan")))
     assert not fused.isnan().any(), "some output element was never written"
     err = (fused[:, rows].float() - ref).norm() / ref.norm()
     assert err < BF16_TOL
     qs, ks, vs = (t.gather(1, p.order[..., None].expand_as(t)) for t, p in ((q, qp), (k, kp), (v, kp)))
-    permuted = varblock_attention(qs, ks, vs, keep, qp.sizes, kp.sizes, out=torch.full_like(q, float("nan")))
+    permuted = varblock_attention(qs, ks, vs, keep, qp.sizes, kp.sizes, config=cfg, out=torch.full_like(q, float("nan")))
     assert not permuted.isnan().any()
-    assert torch.equal(permuted.gather(1, qp.inverse[..., None].expand_as(q)), fused)
+    unpermuted = permuted.gather(1, qp.inverse[..., None].expand_as(q))
+    # The box tiles (TMA) and the fused path's gathered tiles sum in another order: bf16 rounding apart.
+    assert ((unpermuted.float() - fused.float()).norm() / fused.float().norm()) < 1e-2
+    method_path = varblock_attention(q, ks, vs, keep, qp.sizes, kp.sizes, q_order=qp.order, config=cfg,
+                                     out=torch.full_like(q, float("nan")))  # q read through the order
+    assert ((method_path.float() - unpermuted.float()).norm() / unpermuted.float().norm()) < 1e-3
 
 
 @pytest.mark.parametrize("s,k", [(32760, 200), (75600, 1000)])

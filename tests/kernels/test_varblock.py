@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, make_plan, parse_config, run_lengths, \
-    tile_work, varblock_attention
+from svg2.kernels.varblock import VARBLOCK_CONFIGS, VarblockConfig, config_name, make_plan, parse_config, \
+    run_lengths, tile_work, varblock_attention
 from svg2.permute import permutation_from_labels, permute
 from svg2.reference import block_masked_attention
 
@@ -38,7 +38,10 @@ def _oracle(q, k, v, ql, kl, keep):
     return block_masked_attention(q[None], k[None], v[None], keep[None], ql[None], kl[None])[0]
 
 
-CONFIGS = ["test", "test_chunk1", "test_chunk16"]  # 4, 1 and 16 key rows per chunk-list entry
+# 4, 1 and 16 key rows per chunk-list entry; every tiling; boxes by pointer loads; half tiles; the warp-specialised
+# path's descriptors (q and the output too; the interpreter runs it unspecialised)
+CONFIGS = ["test", "test_chunk1", "test_chunk16", "test_gather", "test_box", "test_pointer_boxes", "test_split",
+           "test_ws"]
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -54,6 +57,13 @@ def test_matches_oracle(n, s, d, qc, kc, density, dtype, config):
     for out in _run_both(q, k, v, ql, kl, keep, qc, kc, VARBLOCK_CONFIGS[config]):
         assert not out.isnan().any(), "some output element was never written"
         assert (out.float() - ref).abs().max() < TOL[dtype]
+    if dtype != torch.float32:
+        return
+    qp, kp = permutation_from_labels(ql, qc), permutation_from_labels(kl, kc)
+    q_read_through_order = varblock_attention(q, permute(k, kp), permute(v, kp), keep, qp.sizes, kp.sizes,
+                                              q_order=qp.order, config=VARBLOCK_CONFIGS[config],
+                                              out=torch.full_like(q, float("nan")))  # what the method stack runs
+    assert (q_read_through_order.float() - ref).abs().max() < TOL[dtype]
 
 
 def test_empty_clusters_and_one_huge_cluster():
@@ -140,13 +150,37 @@ def test_tile_count_is_a_shape_bound():
     sizes = torch.tensor([[0, 1, 16, 17, 33, 5]])
     s = int(sizes.sum())
     plan = make_plan(torch.ones(1, 6, 2, dtype=torch.bool), sizes, torch.tensor([[s - 3, 3]]), s, CFG)
-    assert plan.tile_cluster.shape[1] == math.ceil(s / 16) + 6
-    valid = plan.tile_cluster[0] >= 0
+    assert plan.tiles.cluster.shape[1] == math.ceil(s / 16) + 6
+    valid = plan.tiles.cluster[0] >= 0
     assert valid.sum() == 0 + 1 + 1 + 2 + 3 + 1
     covered = torch.zeros(s, dtype=torch.long)
-    for row, end in zip(plan.tile_row[0][valid].tolist(), plan.tile_end[0][valid].tolist()):
+    for row, end in zip(plan.tiles.row[0][valid].tolist(), plan.tiles.end[0][valid].tolist()):
         covered[row:min(row + 16, end)] += 1
     assert (covered == 1).all()
+    # The compact launch order runs every real tile, each sequence's in order, before any surplus one.
+    order = plan.tiles.order.long()
+    assert sorted(order.tolist()) == list(range(order.numel()))
+    assert order[:int(valid.sum())].tolist() == valid.nonzero().squeeze(1).tolist()
+
+
+def test_split_query_tiles_cover_every_row_once():
+    # split_m: whole 32-row tiles, a last tile of more than 16 rows as a 32-row tile, one of 1..16 rows as a
+    # 16-row tile of the second launch.
+    cfg = VarblockConfig(32, 16, 4, 1, 4, split_m=True)
+    sizes = torch.tensor([[0, 1, 16, 17, 32, 33, 50, 64]])
+    s = int(sizes.sum())
+    plan = make_plan(torch.ones(1, 8, 2, dtype=torch.bool), sizes, torch.tensor([[s - 3, 3]]), s, cfg)
+    covered = torch.zeros(s, dtype=torch.long)
+    for tiles in (plan.tiles, plan.half_tiles):
+        valid = tiles.cluster[0] >= 0
+        for row, end in zip(tiles.row[0][valid].tolist(), tiles.end[0][valid].tolist()):
+            covered[row:min(row + tiles.block_m, end)] += 1
+    assert (covered == 1).all()
+    assert (plan.half_tiles.cluster[0] >= 0).sum() == 3  # clusters of 1, 16 and 33 rows leave 1, 16 and 1
+    # work: 0, 16, 16, 32, 32, 32 + 16, 32 + 32, 64 query rows, each times the one run of all 213 key rows
+    # (13 boxes of 16 rows, then 5 rows in two 4-row chunks: one 16-row gathered tile)
+    assert tile_work(torch.ones(1, 8, 2, dtype=torch.bool), sizes, torch.tensor([[s - 3, 3]]), cfg).item() == \
+        (0 + 16 + 16 + 32 + 32 + 48 + 64 + 64) * (13 * 16 + 16)
 
 
 def test_rejects_bad_inputs():
@@ -187,7 +221,7 @@ def test_steps_down_num_stages_when_shared_memory_runs_out(monkeypatch):
 
     monkeypatch.setattr(vb, "_varblock_fwd_kernel", SmallSharedMemory())
     monkeypatch.setattr(vb, "_STAGES_THAT_FIT", {})
-    cfg = VarblockConfig(16, 16, 4, 3, 4)
+    cfg = VarblockConfig(16, 16, 4, 3, 4, tma=False)  # one kernel variant for both calls (with and without orders)
     q, k, v, ql, kl, keep = _case(1, 40, 16, 3, 4, 0.6, torch.float32, seed=9)
     fused, permuted = _run_both(q, k, v, ql, kl, keep, 3, 4, cfg)
     assert launches == [3, 2, 1, 1]  # the second call starts from what fit
@@ -202,8 +236,18 @@ def test_steps_down_num_stages_when_shared_memory_runs_out(monkeypatch):
 def test_parse_config_reads_sweep_specs_and_names_bad_tokens():
     assert parse_config("M128 N64 w8 s2 c8") == VarblockConfig(128, 64, 8, 2, 8)
     assert parse_config("c32") == VarblockConfig(chunk=32)
+    assert parse_config("M128 s2 kb ws1 t1 ol h1") == VarblockConfig(block_m=128, num_stages=2, tiling="box",
+                                                                      warp_specialize=True, order="longest",
+                                                                      split_m=True)
+    for spec in ("M64 N128 w4 s2 c8 kg t0 ws0 on h0", "M128 N64 w8 s3 c16 km t1 ws0 oc h1"):
+        assert config_name(parse_config(spec)) == spec
     with pytest.raises(ValueError, match="unknown token 'table'"):
         parse_config("M64 table")
+    for spec in ("M64 s2 kb ws1", "M128 s3 kb ws1", "M128 s2 km ws1"):  # what Triton 3.6 gets wrong or rejects
+        with pytest.raises(ValueError, match="needs tiling='box', block_m=128 and num_stages <= 2"):
+            parse_config(spec)
+    with pytest.raises(ValueError, match="tiling='rows'"):
+        VarblockConfig(tiling="rows")
 
 
 def test_tile_work_counts_the_padded_tiles():
@@ -221,3 +265,43 @@ def test_tile_work_counts_the_padded_tiles():
     c = torch.full((2, 5), 8)
     exact = torch.einsum("nq,nqk,nk->n", r.double(), keep.double(), c.double())
     assert torch.equal(tile_work(keep, r, c, full), exact)
+
+
+@pytest.mark.parametrize("tiling", ["mixed", "box", "gather"])
+def test_box_and_chunk_lists_cover_every_kept_key_once(tiling):
+    # Boxes (start * 256 + rows) and chunks (start * 64 + rows) of a query cluster together list exactly its
+    # kept key columns, in layout order within each list; the mixed tiling boxes only whole 16-row stretches.
+    cfg = VarblockConfig(16, 16, 4, 1, 4, tiling=tiling)
+    col_sizes = torch.tensor([[5, 0, 1, 40, 4, 20, 3]])
+    s = int(col_sizes.sum())
+    keep = torch.tensor([[[True, True, False, True, True, False, True], [False, False, True, True, False, True,
+                                                                          True]]])
+    plan = make_plan(keep, torch.tensor([[s - 2, 2]]), col_sizes, s, cfg)
+    starts = torch.cumsum(col_sizes[0], 0) - col_sizes[0]
+    for row in range(2):
+        nbox, nchunk = int(plan.box_count[0, row]), int(plan.cum[0, row, -1])
+        boxes = [(int(b) >> 8, int(b) & 255) for b in plan.boxes[0, row, :nbox]]
+        chunks = [(int(e) >> 6, int(e) & 63) for e in plan.entries[0, row, :nchunk]]
+        assert all(1 <= n <= 16 for _, n in boxes) and all(1 <= n <= 4 for _, n in chunks)
+        if tiling == "mixed":
+            assert all(n == 16 for _, n in boxes)
+        if tiling == "gather":
+            assert not boxes
+        if tiling == "box":
+            assert not chunks
+        cols = sorted(c for start, n in boxes + chunks for c in range(start, start + n))
+        want = [c for j in range(7) if keep[0, row, j] for c in range(int(starts[j]), int(starts[j] + col_sizes[0, j]))]
+        assert cols == want
+        assert plan.boxes[0, row, nbox] == 0  # the slot the kernel reads one box ahead
+    assert int(plan.box_count.sum()) > 0 or tiling == "gather"
+
+
+def test_tile_work_counts_boxes_and_chunks():
+    # One query cluster of 16 rows keeps a run of 40 rows and one of 3: mixed = two 16-row boxes + chunks of
+    # 8 + 3 rows (one 16-row gathered tile); box = three boxes + one; gather = 40 + 3 rows in 4-row chunks
+    # (10 + 1 entries: three 16-row tiles).
+    keep = torch.tensor([[[True, True, False, True]]])
+    rows, cols = torch.tensor([[16]]), torch.tensor([[30, 10, 5, 3]])
+    for tiling, keys in (("mixed", 32 + 16), ("box", 16 * 4), ("gather", 48)):
+        cfg = VarblockConfig(16, 16, 4, 1, 4, tiling=tiling)
+        assert tile_work(keep, rows, cols, cfg).item() == 16 * keys

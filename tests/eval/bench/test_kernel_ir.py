@@ -22,11 +22,13 @@ def _schedule(tmp_path, *args):
 def test_default_config_prefetches_kv_beyond_the_next_tile(tmp_path):
     cfg = default_config(128)
     info = _schedule(tmp_path)
-    assert info["kv_slots"] == [cfg.num_stages, cfg.num_stages]  # K and V buffered num_stages deep
-    # The wait before a tile's QK dot leaves later tiles' copies in flight (0 would mean no prefetch).
-    assert info["loop_waits"] and info["loop_waits"][0] > 0
-    assert info["shared_bytes"] <= 228 * 1024 // 2  # two CTAs per SM on Hopper
+    assert info["kv_slots"] == [cfg.num_stages] * 4  # K and V of both loops buffered num_stages deep
+    boxes, gathered = info["loops"]
+    assert boxes["tma_loads"] == 2  # box tiles: K and V through TMA descriptors
+    # The wait before a gathered tile's QK dot leaves later tiles' copies in flight (0 would mean no prefetch).
+    assert gathered["waits"] and gathered["waits"][0] > 0
+    assert info["shared_bytes"] <= 232448  # fits an H200 SM
 
 
 def test_two_stages_buffer_two_tiles(tmp_path):
-    assert _schedule(tmp_path, "--config", "M64 N64 w4 s2 c16")["kv_slots"] == [2, 2]
+    assert _schedule(tmp_path, "--config", "M64 N64 w4 s2 c16 kg")["kv_slots"] == [2, 2]
