@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from svg2.checks import check_clusters, check_int, kernel_covers
+from svg2.permute import narrow_labels
 
 # Elements of the (rows, K) distance block computed at once; bounds the torch path's memory.
 _DIST_CHUNK = 1 << 24
@@ -81,7 +82,8 @@ def kmeans_update(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor) -> 
     if kernel_covers(x):
         from svg2.kernels.kmeans import cluster_means
 
-        return cluster_means(x, labels, prev)
+        order = torch.sort(narrow_labels(labels, prev.shape[1]), dim=1).indices  # (N, S) tokens grouped by label
+        return cluster_means(x, labels, prev, order)
     sums, counts = cluster_sums(x, labels, prev.shape[1])
     means = sums / counts.clamp_min(1)[..., None]
     return torch.where(counts[..., None] > 0, means, prev.float()), counts

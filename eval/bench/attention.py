@@ -25,9 +25,9 @@ from eval.shapes import ModelShape, get_shape, parse_shapes
 from eval.synthetic import structured_qkv
 from svg2.attention import dense_attention
 from svg2.kernels.permute import gather_rows
-from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest, cluster_means
+from svg2.kernels.kmeans import ASSIGN_CONFIGS, AssignConfig, assign_nearest
 from svg2.kernels.varblock import config_name, default_config, make_plan, parse_config, varblock_attention
-from svg2.kmeans import kmeans
+from svg2.kmeans import kmeans, kmeans_update
 from svg2.methods import build_method, svg2_preset
 
 DEFAULT_SHAPES = "wan_t2v_1.3b_480p,wan_t2v_14b_720p,hunyuan_720p"  # 12 x 32,760; 40 x 75,600; 24 x 119,056
@@ -163,7 +163,7 @@ def bench_shape(shape: ModelShape, inputs: str, args, writer: RowWriter):
     kept = bm.kept_pairs().sum().item()
     plan_density = kept / (h * s * s)
     sweep = shape.name in args.sweep.split(",") and inputs == "structured"
-    configs = [default_config(D)] + ([parse_config(spec) for spec in args.kernel_configs.split(",") if spec]
+    configs = [default_config()] + ([parse_config(spec) for spec in args.kernel_configs.split(",") if spec]
                                      if sweep else [])
     for c in configs:
         vplan = make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
@@ -184,7 +184,7 @@ def bench_shape(shape: ModelShape, inputs: str, args, writer: RowWriter):
             ms = time_ms(lambda: varblock_attention(*flat, bm.keep, bm.row_sizes, bm.col_sizes, config=c, plan=vplan,
                                                     q_order=qp, k_order=kp), args.repeats)
             add("varblock_kernel_fused", ms, plan_density, name)
-    dc = default_config(D)
+    dc = default_config()
     ms = time_ms(lambda: make_plan(bm.keep.reshape(n, *bm.keep.shape[-2:]), bm.row_sizes.reshape(n, -1),
                                    bm.col_sizes.reshape(n, -1), s, dc), args.repeats)
     add("varblock_plan", ms, 0.0, config_name(dc))
@@ -206,7 +206,7 @@ def bench_shape(shape: ModelShape, inputs: str, args, writer: RowWriter):
         ms = time_ms(lambda: assign_nearest(flat[1], ck, ac), args.repeats)
         add("kmeans_assign_k", ms, 0.0, f"K1000 one pass S{ac.block_s} K{ac.block_k} w{ac.num_warps} s{ac.num_stages}",
             tflops_assign=2 * n * s * 1000 * D / ms / 1e9)
-    add("kmeans_update_k", time_ms(lambda: cluster_means(flat[1], labels, ck), args.repeats), 0.0, "K1000 one pass")
+    add("kmeans_update_k", time_ms(lambda: kmeans_update(flat[1], labels, ck), args.repeats), 0.0, "K1000 one pass")
     add("sort_labels_k", time_ms(lambda: torch.sort(labels, dim=1), args.repeats), 0.0, "torch.sort (N, S) int64")
     try:
         from flash_kmeans import batch_kmeans_Euclid

@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     p.add_argument("--config", default=None, help="e.g. 'M64 N64 w4 s3 c16' (default: the GPU default)")
     p.add_argument("--json", action="store_true", help="print the schedule as one JSON object")
     args = p.parse_args(argv)
-    config = parse_config(args.config) if args.config else default_config(128)
+    config = parse_config(args.config) if args.config else default_config()
     info = schedule(config)
     if args.json:
         print(json.dumps(info))

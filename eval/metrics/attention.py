@@ -70,5 +70,5 @@ def plan_quality(q: torch.Tensor, k: torch.Tensor, plan, chunk_rows: int = 512) 
     else:
         mass_err = torch.full((n,), float("nan"), dtype=torch.float64, device=q.device)
     kept = bm.kept_pairs().reshape(n).double()
-    waste = tile_work(keep, rows, cols, default_config(d)).reshape(n) / kept.clamp_min(1)
+    waste = tile_work(keep, rows, cols, default_config()).reshape(n) / kept.clamp_min(1)
     return dict(recall=kept_mass / s, mass_err=mass_err, waste=waste)

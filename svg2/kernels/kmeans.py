@@ -21,7 +21,6 @@ import torch
 import triton
 import triton.language as tl
 
-from svg2.permute import narrow_labels
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class AssignConfig:
     num_stages: int = 3
 
 
-# Fixed small tiles for interpreter tests; the GPU default was picked by eval/bench_kernels.py sweeps (NOTES.md).
+# Fixed small tiles for interpreter tests; the GPU default was picked by eval/bench/kernels.py sweeps (NOTES.md).
 ASSIGN_CONFIGS = {"test": AssignConfig(16, 16, 4, 1), "h200": AssignConfig(256, 64, 8, 3)}
 
 
@@ -156,15 +155,15 @@ def move_costs(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, i
     return cost, cand
 
 
-def cluster_means(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor,
+def cluster_means(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor, order: torch.Tensor,
                   block_t: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means of the tokens with each label (fp32); empty clusters keep ``prev``. Returns (centroids, sizes)."""
+    """Means of the tokens with each label (fp32); empty clusters keep ``prev``. ``order`` (N, S): the tokens
+    sorted by label (the caller's sort). Returns (centroids, sizes)."""
     _check_points(x, prev)
     n, s, d = x.shape
     k = prev.shape[1]
     if tuple(labels.shape) != (n, s):
         raise ValueError(f"labels have shape {tuple(labels.shape)}; expected {(n, s)}")
-    order = torch.sort(narrow_labels(labels, k), dim=1).indices  # (N, S) tokens grouped by label
     sizes = torch.zeros(n, k, dtype=torch.long, device=x.device).scatter_add_(1, labels, torch.ones_like(labels))
     starts = torch.cumsum(sizes, 1) - sizes
     prev32 = prev.float().contiguous()

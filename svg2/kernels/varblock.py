@@ -47,7 +47,7 @@ from svg2.kernels.varblock_plan import (VarblockConfig, VarblockPlan, config_nam
 __all__ = ["VARBLOCK_CONFIGS", "VarblockConfig", "VarblockPlan", "config_name", "default_config", "make_plan",
            "parse_config", "run_lengths", "tile_work", "varblock_attention"]
 
-# Fixed small tiles for interpreter tests; the GPU default was picked by eval/bench_kernels.py sweeps.
+# Fixed small tiles for interpreter tests; the GPU default was picked by eval/bench/kernels.py sweeps.
 VARBLOCK_CONFIGS = {
     "test": VarblockConfig(16, 16, 4, 1, 4),
     "test_chunk1": VarblockConfig(16, 16, 4, 1, 1),
@@ -64,7 +64,7 @@ VARBLOCK_CONFIGS = {
 _STAGES_THAT_FIT: dict = {}
 
 
-def default_config(d: int) -> VarblockConfig:
+def default_config() -> VarblockConfig:
     """The GPU tiles (measured at D 128 on the H200; D 64 uses the same): 128-row query tiles with half tiles,
     mixed key tiling, 128-row boxes, 8-row chunks. Within 1% of the fastest config measured on svg2 plans and
     on positional 128-token blocks alike (the warp-specialised box-only config is 3% faster on the latter)."""
@@ -272,7 +272,7 @@ def varblock_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
         if order is not None and tuple(order.shape) != (n, s):
             raise ValueError(f"{name} has shape {tuple(order.shape)}; expected {(n, s)}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    cfg = config or default_config(d)
+    cfg = config or default_config()
     if cfg.block_m < 16 or cfg.block_n < 16 or (cfg.split_m and cfg.block_m < 32):
         raise ValueError(f"block_m={cfg.block_m}, block_n={cfg.block_n}, split_m={cfg.split_m}; the kernel's dots "
                          "need query and key tiles of >= 16 rows")

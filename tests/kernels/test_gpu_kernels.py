@@ -79,7 +79,7 @@ def test_kmeans_kernels_real_shapes(s, k):
     dist = torch.cdist(x.float(), c) ** 2
     chosen = dist.gather(2, labels[..., None])[..., 0]
     assert (chosen <= dist.min(-1).values + 0.5).all()  # bf16 dot of |x|^2 ~ 128 values
-    means, sizes = cluster_means(x, labels, c)
+    means, sizes = cluster_means(x, labels, c, torch.sort(labels, dim=1).indices)
     sums = torch.zeros_like(c).scatter_add_(1, labels[..., None].expand(2, s, 128), x.float())
     want = torch.where(sizes[..., None] > 0, sums / sizes.clamp_min(1)[..., None], c)
     assert (means - want).abs().max() < 1e-3

@@ -20,7 +20,7 @@ def _schedule(tmp_path, *args):
 
 
 def test_default_config_prefetches_kv_beyond_the_next_tile(tmp_path):
-    cfg = default_config(128)
+    cfg = default_config()
     info = _schedule(tmp_path)
     assert info["kv_slots"] == [cfg.num_stages] * 4  # K and V of both loops buffered num_stages deep
     boxes, gathered = info["loops"]

@@ -232,8 +232,9 @@ def sparse(bench: Bench, svg2_configs: str, pos_configs: str, q_order_configs: s
 # --- k-means ---------------------------------------------------------------------------------------------
 
 def kmeans_section(bench: Bench, assign_configs: str) -> None:
-    """Q300 + K1000, 2 warm iterations (assign, then the sorted cluster_means), per assignment tile config."""
-    from svg2.kernels.kmeans import AssignConfig, assign_nearest, cluster_means
+    """Q300 + K1000, 2 warm iterations (assign, then the sorted update), per assignment tile config."""
+    from svg2.kernels.kmeans import AssignConfig, assign_nearest
+    from svg2.kmeans import kmeans_update
 
     q, k, _ = structured_inputs(bench)
     n, s = q.shape[1], q.shape[2]
@@ -242,14 +243,14 @@ def kmeans_section(bench: Bench, assign_configs: str) -> None:
     g = torch.Generator(device=q.device).manual_seed(0)
     cq, ck = (x[:, torch.randperm(s, device=q.device, generator=g)[:c]].float() for x, c in ((xq, nq), (xk, nk)))
     for _ in range(10):  # warm centroids, as after a first call
-        cq, _ = cluster_means(xq, assign_nearest(xq, cq), cq)
-        ck, _ = cluster_means(xk, assign_nearest(xk, ck), ck)
+        cq, _ = kmeans_update(xq, assign_nearest(xq, cq), cq)
+        ck, _ = kmeans_update(xk, assign_nearest(xk, ck), ck)
     lab = assign_nearest(xk, ck)
 
     def two_iters(cfg):
         for x, c in ((xq, cq), (xk, ck)):
             for _ in range(2):
-                c, _ = cluster_means(x, assign_nearest(x, c, cfg), c)
+                c, _ = kmeans_update(x, assign_nearest(x, c, cfg), c)
 
     for spec in assign_configs.split(","):
         if bench.left() < 0:
@@ -260,7 +261,7 @@ def kmeans_section(bench: Bench, assign_configs: str) -> None:
         bench.add(section="kmeans", config=spec, ms=bench.time_ms(lambda: two_iters(cfg)), ms_assign_k1000=ms_a,
                   tflops_assign=2 * n * s * nk * D / ms_a / 1e9, ms_assign_q300=bench.time_ms(
                       lambda: assign_nearest(xq, cq, cfg)), ms_update_k1000=bench.time_ms(
-                      lambda: cluster_means(xk, lab, ck)), labels_equal_default=torch.equal(
+                      lambda: kmeans_update(xk, lab, ck)), labels_equal_default=torch.equal(
                       assign_nearest(xk, ck, cfg), lab))
 
 
