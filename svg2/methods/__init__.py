@@ -9,7 +9,8 @@ import importlib
 import pkgutil
 
 from svg2.methods.base import AttentionMethod, AttentionState, CallStats, LayerState, MethodConfig
-from svg2.methods.registry import METHODS, REFERENCE, build_method, method_class, reference_method, register_method
+from svg2.methods.registry import (METHODS, REFERENCE, build_method, method_class, method_preset, reference_method,
+                                   register_method)
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
@@ -21,4 +22,4 @@ from svg2.methods.svg2 import SVG2_PRESETS, SVG2Config, SVG2Method, svg2_preset 
 
 __all__ = ["AttentionMethod", "AttentionState", "CallStats", "DenseMethod", "LayerState", "METHODS", "MethodConfig",
            "PositionalConfig", "PositionalMethod", "REFERENCE", "SVG2Config", "SVG2Method", "SVG2_PRESETS",
-           "build_method", "method_class", "reference_method", "register_method", "svg2_preset"]
+           "build_method", "method_class", "method_preset", "reference_method", "register_method", "svg2_preset"]

@@ -103,6 +103,7 @@ class AttentionMethod:
     name: ClassVar[str] = "base"
     Config: ClassVar[type] = MethodConfig
     order: ClassVar[int] = 100
+    presets: ClassVar[dict[str, dict]] = {}  # eval.shapes name -> the release's config for that model
 
     def __init__(self, config: MethodConfig | None = None, **overrides):
         if config is None:

@@ -103,6 +103,7 @@ def percentile_mask(draft: torch.Tensor, sparsity: float) -> torch.Tensor:
 @register_method
 class DraftMethod(StaticMethod):
     name = "draft"
+    presets = DRAFT_PRESETS
     Config = DraftConfig
     order = 80
 

@@ -133,6 +133,7 @@ def radial_block_mask(grid: tuple[int, int, int], config: RadialConfig, device=N
 @register_method
 class RadialMethod(StaticMethod):
     name = "radial"
+    presets = RADIAL_PRESETS
     Config = RadialConfig
     order = 50
 

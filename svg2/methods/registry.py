@@ -43,3 +43,8 @@ def build_method(name: str, **config):
 def reference_method():
     """The dense reference (fastest SDPA backend)."""
     return build_method(REFERENCE)
+
+
+def method_preset(name: str, shape: str) -> dict:
+    """The release's config values of a method for a model shape (``eval.shapes`` names); {} where it has none."""
+    return dict(method_class(name).presets.get(shape, {}))

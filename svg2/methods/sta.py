@@ -122,6 +122,7 @@ def window_keep(grid: tuple[int, int, int], tile: tuple[int, int, int], window: 
 @register_method
 class STAMethod(StaticMethod):
     name = "sta"
+    presets = STA_PRESETS
     Config = STAConfig
     order = 40
 

@@ -145,6 +145,7 @@ def profile_band(config: SVG1Config, grid: tuple[int, int, int]) -> float:
 @register_method
 class SVG1Method(StaticMethod):
     name = "svg1"
+    presets = SVG1_PRESETS
     Config = SVG1Config
     order = 30
 

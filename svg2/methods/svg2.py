@@ -68,6 +68,7 @@ def svg2_preset(name: str, **overrides) -> SVG2Config:
 @register_method
 class SVG2Method(AttentionMethod):
     name = "svg2"
+    presets = {shape: {**_UPSTREAM, **values} for shape, values in SVG2_PRESETS.items()}
     Config = SVG2Config
     order = 20
 

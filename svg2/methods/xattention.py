@@ -122,6 +122,7 @@ def check_power_of_two(name: str, value, *, at_most: int | None = None) -> None:
 @register_method
 class XAttentionMethod(StaticMethod):
     name = "xattention"
+    presets = XATTENTION_PRESETS
     Config = XAttentionConfig
     order = 60
     needs_grid = False  # blocks of the original token order
