@@ -78,10 +78,11 @@ def test_unknown_method_field_is_named():
 
 
 def test_sweep_list_entries_are_type_checked_and_merge_over_the_method_group():
-    cfg = compose_config("sweep=hunyuan_720p", "model.path=/x")
-    svg2 = [m for m in method_configs(cfg) if m["name"] == "svg2"]
-    assert {m["num_q_clusters"] for m in svg2} == {400} and {m["top_p"] for m in svg2} == {0.9, 0.75}
-    assert all(m["dense_steps"] == 0.2 and m["dense_layers"] == 1 for m in svg2)
+    cfg = compose_config("sweep=hunyuan_720p_paper", "model.path=/x")
+    methods = {m["name"]: m for m in method_configs(cfg)}
+    assert set(methods) == {"dense", "sparge", "xattention", "svg1", "svg2"}
+    assert methods["svg2"]["num_q_clusters"] == 400 and methods["xattention"]["stride"] == 8
+    assert all(m["dense_steps"] == 0.3 and m["dense_layers"] == 0 for n, m in methods.items() if n != "dense")
     bad = compose_config("sweep.methods=[{name: svg2, top_p: abc}]")
     with pytest.raises(Exception, match="top_p"):
         method_configs(bad)
@@ -111,3 +112,19 @@ def test_default_model_path_is_the_shipped_model_from_any_directory(tmp_path, mo
     path = Path(OmegaConf.to_container(cfg.model, resolve=True)["path"])
     assert path == CONF.parent / "eval" / "default_model" / "model"
     assert cfg.sweep.name == "quick" and cfg.get("method") is None
+
+
+@pytest.mark.parametrize("preset,steps,qc,dense_steps,dense_layers,zero_step", [
+    ("wan_t2v_720p_script", 50, 300, 0.2, 1, False), ("wan_i2v_720p_script", 40, 300, 0.35, 1, False),
+    ("wan_i2v_480p_script", 40, 200, 0.2, 1, True), ("hunyuan_720p_script", 50, 400, 0.1, 1, True),
+    ("hunyuan_480p_script", 50, 200, 0.04, 0, True)])
+def test_script_presets_are_the_reference_scripts(preset, steps, qc, dense_steps, dense_layers, zero_step):
+    # Sparse-VideoGen 5ce7b01 scripts/*/..._sap.sh, with the reference's rules (upstream=true)
+    cfg = compose_config(f"sweep={preset}", "model.path=/x", "model.image=/x.png")
+    dense, svg2 = (build(m) for m in method_configs(cfg))
+    c = svg2.config
+    assert dense.is_reference and cfg.model.steps == steps
+    assert (c.num_q_clusters, c.num_k_clusters, c.top_p, c.min_kc_ratio) == (qc, 1000, 0.9, 0.1)
+    assert (c.kmeans_iters_first, c.kmeans_iters_step, c.dense_steps, c.dense_layers) == (50, 2, dense_steps, dense_layers)
+    assert c.zero_step_kmeans == zero_step and (c.dense_rounding, c.share_cfg_state, c.centroid_dtype) == (
+        "floor", True, "input")
