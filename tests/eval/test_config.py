@@ -24,7 +24,8 @@ def test_every_registered_method_has_a_config_and_every_config_a_method():
     assert options("method") == sorted(METHODS)
     assert {"default", "tiny", "wan_t2v_1.3b", "wan_t2v_14b", "wan_i2v_14b", "hunyuan", "cogvideox"} <= set(
         options("model"))
-    assert {"quick", "wan_t2v_720p", "wan_i2v_720p", "hunyuan_720p"} <= set(options("sweep"))
+    assert {"quick", "wan_t2v_720p_paper", "wan_i2v_720p_paper", "hunyuan_720p_paper", "wan_t2v_720p_script",
+            "hunyuan_720p_script"} <= set(options("sweep"))
     assert options("workload") == ["attention", "video"]
 
 
