@@ -36,7 +36,7 @@ from svg2.timing import Clock
 from eval.shapes import (ModelShape, build_transformer, from_transformer, load_config, parse_shapes,
                          transformer_inputs)
 from svg2.diffusers import apply, remove
-from svg2.methods import build_method, svg2_preset
+from svg2.methods import build_method, method_preset, svg2_preset
 from svg2.timing import STAGES
 
 DEFAULT_SHAPES = "wan_t2v_1.3b_480p,wan_t2v_14b_720p,hunyuan_720p"
@@ -78,10 +78,12 @@ def method_sizes(shape: ModelShape):
 
 
 def bench_methods(shape: ModelShape, densities, dense_backends,
-                  presets=("svg2", "positional"), align_q_tile: int = 0) -> dict[str, tuple[str, dict]]:
+                  presets=("svg2", "positional"), align_q_tile: int = 0, others=()) -> dict[str, tuple[str, dict]]:
     """label -> (method name, config). Fixed densities are top-k budgets of ``d`` x (key clusters or
     blocks); the measured density is in each row. The preset uses its own top-p budget. ``align_q_tile`` > 0
-    adds an svg2 row per density with query clusters aligned to that many rows (``svg2_d{d}_a{tile}``)."""
+    adds an svg2 row per density with query clusters aligned to that many rows (``svg2_d{d}_a{tile}``).
+    ``others``: more methods at their release presets for the shape (``svg2.methods.method_preset``), warm-up
+    included where the release has one (``<name>_preset``)."""
     preset, block_size = method_sizes(shape)
     common = dict(check_finite=False, profile=True)
     methods = {f"dense_{b}": ("dense", dict(common, dense_backend=b)) for b in dense_backends}
@@ -100,6 +102,8 @@ def bench_methods(shape: ModelShape, densities, dense_backends,
     if "positional" in presets:  # the same budget and warm-up over fixed 128-token blocks
         budget = {k: getattr(preset, k) for k in ("top_p", "min_kc_ratio", "dense_steps", "dense_layers")}
         methods["positional_preset"] = ("positional", dict(common, block_size=block_size, **budget))
+    for name in others:
+        methods[f"{name}_preset"] = (name, dict(method_preset(name, shape.name), **common))
     return methods
 
 
@@ -166,7 +170,8 @@ def bench_model(shape: ModelShape, args, device, dtype, clock: Clock):
     """Yields one row per method: the dense runs first (the baseline), then each sparse run as it finishes."""
     model = build_transformer(shape, device, dtype)
     inputs = transformer_inputs(shape, device, dtype)
-    methods = bench_methods(shape, args.densities, args.dense_backends, args.presets, args.align_q_tile)
+    methods = bench_methods(shape, args.densities, args.dense_backends, args.presets, args.align_q_tile,
+                            getattr(args, "methods", ()))
     base = dict(shape=shape.name, layers=shape.layers, tokens=shape.video_tokens, text_tokens=shape.text_tokens,
                 cfg_branches=shape.cfg_branches, dtype=str(dtype).replace("torch.", ""), steps=args.steps,
                 warmup_fraction=args.warmup_fraction, repeats=args.repeats, timer=clock.label)
@@ -265,6 +270,7 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--densities", default="0.3,0.15", help="fixed densities for positional and svg2 (top-k budgets)")
     p.add_argument("--dense-backends", default=None, help="default cudnn,flash on CUDA; auto on the CPU")
     p.add_argument("--presets", default="svg2,positional", help="upstream top-p presets to run (svg2, positional)")
+    p.add_argument("--methods", default="", help="more methods at their release presets, e.g. sta,draft,svg1")
     p.add_argument("--align-q-tile", type=int, default=0,
                    help="also run svg2 at each density with query clusters aligned to this many rows "
                         "(64: the kernel's tile)")
@@ -280,6 +286,7 @@ def main(argv=None) -> pd.DataFrame:
     device, dtype = ("cuda", torch.bfloat16) if cuda and not args.toy else (("cuda" if cuda else "cpu"), torch.float32)
     args.densities = [float(d) for d in args.densities.split(",") if d]
     args.presets = [x for x in args.presets.split(",") if x]
+    args.methods = [x for x in args.methods.split(",") if x]
     args.dense_backends = (args.dense_backends.split(",") if args.dense_backends
                            else (["cudnn", "flash"] if device == "cuda" else ["auto"]))
     clock = Clock(device)
