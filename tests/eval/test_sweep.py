@@ -31,7 +31,7 @@ def test_default_sweep_writes_rows_table_figure_and_gifs(quick_results):
     assert (svg2["density"] < 1).all() and (svg2["flops"] < dense["flops"]).all()
     # a tighter budget keeps fewer blocks
     by_p = svg2.set_index("method.top_p")["sparse_density"]
-    assert by_p[0.5] < by_p[0.7] < by_p[0.9]
+    assert by_p[0.5] < by_p[0.8] < by_p[0.95]
     assert all((folder / "frames" / f"{k}.gif").is_file() for k in df["key"])
     assert (folder / "frontier.png").stat().st_size > 10_000 and (folder / "frontier.md").is_file()
 
