@@ -44,13 +44,15 @@ def hardware(device: str) -> str:
 
 def method_columns(method) -> dict:
     """What a row records of its method: the effective config values (``method.<field>``), its label, table
-    order, budget-curve family and whether it is the reference."""
+    order, budget-curve family and whether it is the reference. A family's configs differ only in the value of
+    their budget (``family_key``: the config without its budget values, but with which budget knob is in use, so
+    svg2's top-p and top-k curves are two)."""
     config = asdict(method.config)
-    family = {k: v for k, v in config.items() if k not in method.config.budget_fields}
+    budgets = method.config.budget_fields
+    family = {k: (v is not None if k in budgets else v) for k, v in config.items()}
     return dict(method=method.name, label=method.config.label(), order=method.order, reference=method.is_reference,
                 family=method.config.family(), budget=method.config.budget_label(),
-                family_key=stable_key(method.name, family),
-                config_key=stable_key(method.name, config),
+                family_key=stable_key(method.name, family), config_key=stable_key(method.name, config),
                 **{f"method.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items()})
 
 
