@@ -2,7 +2,7 @@
 
     python -m eval.sweep                                   # the quick default sweep on this machine
     python -m eval.sweep -m method=svg2 method.top_p=0.8,0.9 method.num_q_clusters=8,16
-    python -m eval.sweep sweep=wan_t2v_720p model.path=/ckpt/Wan2.1-T2V-14B-Diffusers
+    python -m eval.sweep sweep=wan_t2v_720p_paper model.path=/ckpt/Wan2.1-T2V-14B-Diffusers
 
 One Hydra job runs either the one ``method`` given on the command line or, when none is, every entry of
 ``sweep.methods`` (each merged over ``conf/method/<name>.yaml``). Each (method config, prompt, seed) is one
@@ -109,7 +109,7 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
                              prompt, seed, hardware(device))
             jobs.append((key, method, prompt, seed))
     summary, objective = Summary(), []
-    done = [key for key, *_ in jobs if store.finished(key)]
+    done = {key for key, *_ in jobs if store.finished(key)}
     if done:
         print(f"{len(done)} of {len(jobs)} rows already done in {store.folder}: skipped")
     progress = Progress(len(jobs) - len(done), cfg.progress)

@@ -22,7 +22,6 @@ import triton
 import triton.language as tl
 
 
-
 @dataclass(frozen=True)
 class AssignConfig:
     block_s: int = 128
