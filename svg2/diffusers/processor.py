@@ -223,11 +223,12 @@ def apply(pipe_or_transformer, method: AttentionMethod, parallel: str | Ulysses 
     for t in transformers:
         if hasattr(t, _INSTALLED):
             raise RuntimeError(f"{type(t).__name__} already has sparse attention installed; call remove() first")
-    sessions, layer = [], 0
-    for t in transformers:
-        spec = transformer_spec(t)
-        if ulysses is not None:
+    specs = [transformer_spec(t) for t in transformers]
+    if ulysses is not None:  # every check before anything is installed
+        for t, spec in zip(transformers, specs):
             sequence_parallel.check_install(ulysses, spec, t, method)
+    sessions, layer = [], 0
+    for t, spec in zip(transformers, specs):
         session = Session(method, spec, parallel=ulysses)
         modules = spec.self_attention(t)
         originals = [m.processor for m in modules]
