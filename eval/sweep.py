@@ -3,6 +3,7 @@
     python -m eval.sweep                                   # the quick default sweep on this machine
     python -m eval.sweep -m method=svg2 method.top_p=0.8,0.9 method.num_q_clusters=8,16
     python -m eval.sweep sweep=wan_t2v_720p_paper model.path=/ckpt/Wan2.1-T2V-14B-Diffusers
+    torchrun --nproc-per-node=2 -m eval.sweep parallel.world_size=2 ...   # one video over 2 GPUs (eval/ranks.py)
 
 One Hydra job runs either the one ``method`` given on the command line or, when none is, every entry of
 ``sweep.methods`` (each merged over ``conf/method/<name>.yaml``). Each (method config, prompt, seed) is one
@@ -15,7 +16,7 @@ import os
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from eval import ranks as parallel_ranks
 from eval.config import build, method_configs
 from eval.models import ModelConfig, resolve_device
+from eval.ranks import Ranks
 from eval.results import ResultStore, environment, stable_key
 from eval.workloads.base import Job
 
@@ -66,6 +69,7 @@ class Summary:
     skipped: int = 0
     claimed: int = 0              # rows another writer was computing (they are its to write)
     objective: float = float("nan")
+    rank: int = 0                 # of a parallel job's ranks (rank 0 writes the rows and reports)
 
     def line(self) -> str:
         claimed = f", {self.claimed} left to other writers" if self.claimed else ""
@@ -73,25 +77,64 @@ class Summary:
 
 
 def run(cfg: DictConfig, job_num: int | None = None) -> Summary:
-    """Run every (method, prompt, seed) row of this job."""
+    """Run every (method, prompt, seed) row of this job (with ``parallel.world_size`` > 1 and no launcher: start
+    the ranks, after the static checks, and return rank 0's summary)."""
     with logging_quiet():
+        if world_size(cfg) > 1 and not parallel_ranks.launched():
+            job_device(cfg, job_num)  # bad input fails here, once, before any rank starts
+            _setup(cfg, Ranks())
+            # (the resolved values travel: Hydra's structured method nodes do not pickle)
+            return parallel_ranks.spawn(world_size(cfg), _rank_run, OmegaConf.to_container(cfg, resolve=True), job_num)
         return _run(cfg, job_num)
 
 
-def _run(cfg: DictConfig, job_num: int | None) -> Summary:
-    device = resolve_device(cfg.device, job_num)
-    if torch.device(device).type == "cuda" and torch.device(device).index is not None:
-        torch.cuda.set_device(torch.device(device))
-    if device == "cpu" and cfg.get("cpu_threads"):
-        torch.set_num_threads(cfg.cpu_threads)
+def _rank_run(values: dict, job_num: int | None) -> Summary:
+    return run(OmegaConf.create(values), job_num)
+
+
+def world_size(cfg: DictConfig) -> int:
+    value = cfg.get("parallel", {}).get("world_size", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"parallel.world_size={value!r}; expected a rank count >= 1")
+    return value
+
+
+def job_device(cfg: DictConfig, job_num: int | None) -> str:
+    """The job's device: one GPU by Hydra job number, or, over several ranks, rank r's GPU (cuda:LOCAL_RANK)."""
+    if world_size(cfg) == 1:
+        return resolve_device(cfg.device, job_num)
+    return parallel_ranks.rank_device(resolve_device(cfg.device), world_size(cfg))
+
+
+def _setup(cfg: DictConfig, ranks: Ranks):
+    """The job's workload, model, methods and items, checked against the model's configs (no weights load)."""
+    world = world_size(cfg)
     workload = build(cfg.workload)
+    if world > 1 and not getattr(workload, "sequence_parallel", False):
+        raise ValueError(f"parallel.world_size={world} with workload={workload.name}; sequence parallelism runs "
+                         "generations (workload=video)")
     model = ModelConfig(**model_values(cfg, required=workload.needs_model))
     methods = [build(m) for m in method_configs(cfg)]  # static config errors surface here, before any model work
     items = workload.items()
     workload.check(cfg.metrics)
-    geometry = workload.geometry(model)  # model configs only: no weights are loaded yet
+    geometry = ranks.first(lambda: workload.geometry(model))  # model configs only; rank 0 may build the tiny model
+    if world > 1:
+        from svg2.parallel import Ulysses
+
+        Ulysses(0, world).check_heads(geometry["heads"])
     for method in methods:
         method.check_shape(**geometry)
+    return workload, model, methods, items
+
+
+def _run(cfg: DictConfig, job_num: int | None) -> Summary:
+    device = job_device(cfg, job_num)
+    if torch.device(device).type == "cuda" and torch.device(device).index is not None:
+        torch.cuda.set_device(torch.device(device))
+    if device == "cpu" and cfg.get("cpu_threads"):
+        torch.set_num_threads(cfg.cpu_threads)
+    ranks = Ranks.join(world_size(cfg), device)
+    workload, model, methods, items = _setup(cfg, ranks)
     store = ResultStore(cfg.results_dir, claim_stale_s=cfg.get("claim_stale_s"))
     cache = Path(cfg.cache_dir).expanduser()
     # what the row's numbers depend on beyond method, model, workload and item: how they are computed
@@ -100,19 +143,21 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
                     **{f"workload.{k}": (str(v) if isinstance(v, (list, tuple)) else v)
                        for k, v in workload.identity().items() if k != "name"},
                     **{f"metrics.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in measured.items()},
-                    device=device, hardware=hardware(device), pid=os.getpid(),
+                    device=device, hardware=hardware(device), pid=os.getpid(), world_size=ranks.world_size,
                     **environment())
+    # a parallel row is its own measurement (its timings); a single-process row keeps the key it always had
+    parallel = [dict(world_size=ranks.world_size)] if ranks.world_size > 1 else []
     jobs = []
     for method in methods:
         for prompt, seed in items:
             key = stable_key(asdict(method.config), method.name, model.identity(), workload.identity(), measured,
-                             prompt, seed, hardware(device))
+                             prompt, seed, hardware(device), *parallel)
             jobs.append((key, method, prompt, seed))
-    summary, objective = Summary(), []
-    done = {key for key, *_ in jobs if store.finished(key)}
-    if done:
+    summary, objective = Summary(rank=ranks.rank), []
+    done = set(ranks.agree(lambda: [key for key, *_ in jobs if store.finished(key)]))  # rank 0's view, on every rank
+    if done and ranks.writer:
         print(f"{len(done)} of {len(jobs)} rows already done in {store.folder}: skipped")
-    progress = Progress(len(jobs) - len(done), cfg.progress)
+    progress = Progress(len(jobs) - len(done), cfg.progress if ranks.writer else False)
     pipe = None
     for key, method, prompt, seed in jobs:
         if key in done:
@@ -121,20 +166,23 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
             continue
         what = f"{method.config.label()} | {prompt[:40]!r} seed {seed}"
         progress.start(what)
-        with store.claim(key) as other:  # other writers into results_dir skip the key while this one computes it
+        # other writers into results_dir skip the key while this one computes it (rank 0 claims for all ranks)
+        with store.claim(key) if ranks.writer else nullcontext() as claimed:
+            other = ranks.agree(lambda: claimed)
             if other is not None:
                 job = f" (SLURM job {other['slurm_job']})" if other.get("slurm_job") else ""
                 progress.note(f"[{what}] skipped: being computed by {other.get('host')} pid {other.get('pid')}{job}")
                 summary.claimed += 1
                 continue
-            if store.finished(key):  # finished by another writer since this one looked
+            if ranks.agree(lambda: store.finished(key)):  # finished by another writer since this one looked
                 summary.skipped += 1
                 objective.append(store.read(key).get(cfg.sweep.objective))
                 continue
             if pipe is None and workload.needs_model:
                 pipe = model.load(device)
                 pipe.set_progress_bar_config(disable=True)
-            job = Job(method, model, prompt, seed, device, cache, store.folder / "frames" / key, cfg.metrics, pipe)
+            job = Job(method, model, prompt, seed, device, cache, store.folder / "frames" / key, cfg.metrics, pipe,
+                      ranks)
             row = {**method_columns(method), **identity, "prompt": prompt, "seed": seed,
                    **measure(workload, job, cfg)}
             if row["status"] == "ok":
@@ -142,9 +190,10 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
                 objective.append(row.get(cfg.sweep.objective))
             else:
                 summary.failed += 1
-            if not store.write(key, row):
-                progress.note(f"[{what}] computed twice: the row another writer finished first is kept")
-            store.combine()
+            if ranks.writer:
+                if not store.write(key, row):
+                    progress.note(f"[{what}] computed twice: the row another writer finished first is kept")
+                store.combine()
         progress.done(row, cfg.sweep.objective)
     progress.close()
     values = [v for v in objective if isinstance(v, (int, float))]
@@ -236,8 +285,8 @@ def measure(workload, job: Job, cfg: DictConfig) -> dict:
         job.method.reset()
         row = {**workload.run(job), "status": "ok"}
     except Exception as e:  # noqa: BLE001 - any failure of one row (out of memory, a bad config) is recorded
-        if cfg.get("raise_errors") or isinstance(e, INTERRUPTED):
-            raise
+        if cfg.get("raise_errors") or isinstance(e, INTERRUPTED) or job.ranks.world_size > 1:
+            raise  # (ranks cannot go on in step after one of them failed: see eval/ranks.py)
         row = dict(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
         tqdm.write(f"[{job.method.config.label()} | {job.prompt!r} seed {job.seed}] failed: {row['error']}",
                    file=sys.stderr)
@@ -257,6 +306,8 @@ def main(cfg: DictConfig) -> float:
             raise
         print(f"eval.sweep: {e}", file=sys.stderr)  # bad input: one line, before any expensive work
         sys.exit(2)
+    if summary.rank:  # a parallel job's other ranks: rank 0 prints and reports
+        return summary.objective
     print(summary.line())
     if not multirun:
         if cfg.report:

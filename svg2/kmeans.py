@@ -89,14 +89,23 @@ def kmeans_update(x: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor) -> 
     return torch.where(counts[..., None] > 0, means, prev.float()), counts
 
 
-def init_centroids(x: torch.Tensor, k: int, method: str = "random", seed: int = 0) -> torch.Tensor:
-    """Seeded initial centroids (N, K, D) float32: K distinct tokens per sequence, or k-means++."""
+def init_centroids(x: torch.Tensor, k: int, method: str = "random", seed: int = 0,
+                   rows: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
+    """Seeded initial centroids (N, K, D) float32: K distinct tokens per sequence, or k-means++.
+
+    ``rows``: (index (N,) int64, total) when x's sequences are those rows of a batch of ``total`` (a rank's heads
+    under sequence parallelism): each sequence gets the draw it gets in the whole batch."""
     n, s, d = x.shape
     gen = torch.Generator(device=x.device).manual_seed(seed)
     if method == "random":
-        idx = torch.rand(n, s, generator=gen, device=x.device).topk(k, dim=1).indices  # (N, K) distinct
+        draw = torch.rand(n if rows is None else rows[1], s, generator=gen, device=x.device)
+        draw = draw if rows is None else draw[rows[0]]
+        idx = draw.topk(k, dim=1).indices  # (N, K) distinct
         return x.gather(1, idx[..., None].expand(n, k, d)).float()
     if method == "kmeans++":
+        if rows is not None:  # its draws depend on every sequence of the batch, so a part cannot replay them
+            raise ValueError("kmeans_init='kmeans++' cannot start a part of the batch (heads split over ranks) as "
+                             "the whole batch starts; expected kmeans_init='random' with sequence parallelism")
         return _kmeans_plus_plus(x.float(), k, gen)
     raise ValueError(f"init={method!r}; expected 'random' or 'kmeans++'")
 
@@ -127,6 +136,7 @@ def kmeans(
     seed: int = 0,
     centroids: torch.Tensor | None = None,
     centroid_dtype: torch.dtype | None = None,
+    rows: tuple[torch.Tensor, int] | None = None,
 ) -> KMeansResult:
     """Run ``iters`` Lloyd iterations on (N, S, D) from seeded init or warm-start ``centroids`` (N, K, D).
 
@@ -134,6 +144,7 @@ def kmeans(
     mean of its tokens; the result holds the last assignment and the means of exactly those labels
     (empty clusters keep their previous centroid). ``iters=0`` only assigns. ``centroid_dtype``: centroids are
     rounded to it after every update (the reference keeps them in the inputs' bf16); they stay float32 tensors.
+    ``rows``: see ``init_centroids``.
     """
     if x.dim() != 3:
         raise ValueError(f"x has {x.dim()} dims (shape {tuple(x.shape)}); expected (N, S, D)")
@@ -141,7 +152,7 @@ def kmeans(
     check_clusters("k", k, s)
     check_int("iters", iters)
     if centroids is None:
-        c = init_centroids(x, k, init, seed)
+        c = init_centroids(x, k, init, seed, rows)
     else:
         if tuple(centroids.shape) != (n, k, d):
             raise ValueError(f"centroids have shape {tuple(centroids.shape)}; expected {(n, k, d)}")

@@ -4,6 +4,7 @@ with the Amdahl ceiling each sparse method could reach.
     python -m eval.bench.e2e                                        # GPU: Wan 1.3B 480p, Wan 14B 720p, Hunyuan 720p
     python -m eval.bench.e2e --shapes wan_t2v_14b_720p --layers 8   # fewer layers of the same shape
     python -m eval.bench.e2e --toy --out /tmp/e2e.csv               # CPU, toy sizes (what the tests run)
+    torchrun --nproc-per-node=2 -m eval.bench.e2e --shapes wan_t2v_14b_720p --out results/bench/e2e_h200x2.csv
 
 Shapes are ``eval.shapes`` names; the transformer is built from the shape's public configuration
 (``eval.shapes.build_transformer``) and fed ``eval.shapes.transformer_inputs``: smooth latent fields
@@ -19,11 +20,17 @@ layer, its density times that layer's dense self-attention time. ``ceiling_fract
 Generation time: ``steps`` x CFG branches, the first ``warmup_fraction`` of steps dense with the fastest
 backend, then one cold sparse step and warm ones. Speedups are against the fastest dense backend.
 CPU rows are labelled ``timer=cpu_wall`` and are not speedups of the method.
+
+Under torchrun every method runs with Ulysses sequence parallelism over the launched ranks (one GPU each; gloo
+processes on the CPU): the all-to-alls are inside the timed forward, rank 0's times are the row's, each rank's
+warm step is in ``ms_step_ranks``, and rank 0 writes the rows (``world_size``). Scaling efficiency at P GPUs is
+``ms_step`` at one GPU / (P x ``ms_step`` at P), same shape and method.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +39,7 @@ import pandas as pd
 import torch
 
 from eval.bench.rows import RowWriter
+from eval.ranks import Ranks, launched, rank_device
 from svg2.timing import Clock
 from eval.shapes import (ModelShape, build_transformer, from_transformer, load_config, parse_shapes,
                          transformer_inputs)
@@ -107,10 +115,11 @@ def bench_methods(shape: ModelShape, densities, dense_backends,
     return methods
 
 
-def time_method(model, inputs, name: str, config: dict, clock: Clock, repeats: int, steps: int) -> dict:
+def time_method(model, inputs, name: str, config: dict, clock: Clock, repeats: int, steps: int,
+                ranks: Ranks = Ranks()) -> dict:
     """Warm-up forward, then the cold first sparse step and ``repeats`` warm steps of one generation."""
     method = build_method(name, **config)
-    apply(model, method)
+    apply(model, method, parallel=ranks.ulysses)
 
     def forward() -> float:
         start = clock.mark()
@@ -134,11 +143,11 @@ def time_method(model, inputs, name: str, config: dict, clock: Clock, repeats: i
         for _ in range(repeats):
             method.stats.clear()
             warm.append(forward())
-        calls = [s.as_row() for s in method.stats]  # the last step's self-attention calls
+        calls = ranks.whole_calls([s.as_row() for s in method.stats])  # the last step's self-attention calls
     finally:
         remove(model)
     return dict(ms_cold=cold, ms_step=statistics.median(warm), ms_step_min=min(warm), finite=all(finite),
-                calls=calls)
+                calls=calls, ms_step_ranks=ranks.gather(statistics.median(warm)))
 
 
 def summarise(label: str, name: str, result: dict, dense: dict | None, shape: ModelShape, steps: int,
@@ -147,7 +156,8 @@ def summarise(label: str, name: str, result: dict, dense: dict | None, shape: Mo
     attn = sum(sum(v for k, v in c.items() if k.startswith("ms_")) for c in calls)
     row = dict(method=label, method_name=name, ms_step=result["ms_step"], ms_step_min=result["ms_step_min"],
                ms_cold=result["ms_cold"], ms_self_attention=attn, ms_other=result["ms_step"] - attn,
-               density=statistics.fmean(c["density"] for c in calls), finite=result["finite"])
+               density=statistics.fmean(c["density"] for c in calls), finite=result["finite"],
+               ms_step_ranks=result.get("ms_step_ranks"))
     for stage in STAGES:
         row[f"ms_{stage}"] = sum(c.get(f"ms_{stage}", 0.0) for c in calls)
     if dense is not None:  # the fastest dense run: ceiling and speedups
@@ -166,7 +176,7 @@ def summarise(label: str, name: str, result: dict, dense: dict | None, shape: Mo
     return row
 
 
-def bench_model(shape: ModelShape, args, device, dtype, clock: Clock):
+def bench_model(shape: ModelShape, args, device, dtype, clock: Clock, ranks: Ranks = Ranks()):
     """Yields one row per method: the dense runs first (the baseline), then each sparse run as it finishes."""
     model = build_transformer(shape, device, dtype)
     inputs = transformer_inputs(shape, device, dtype)
@@ -174,11 +184,12 @@ def bench_model(shape: ModelShape, args, device, dtype, clock: Clock):
                             getattr(args, "methods", ()))
     base = dict(shape=shape.name, layers=shape.layers, tokens=shape.video_tokens, text_tokens=shape.text_tokens,
                 cfg_branches=shape.cfg_branches, dtype=str(dtype).replace("torch.", ""), steps=args.steps,
-                warmup_fraction=args.warmup_fraction, repeats=args.repeats, timer=clock.label)
+                warmup_fraction=args.warmup_fraction, repeats=args.repeats, timer=clock.label,
+                world_size=ranks.world_size)
 
     def run(label, name, config):
         try:
-            return time_method(model, inputs, name, config, clock, args.repeats, args.steps)
+            return time_method(model, inputs, name, config, clock, args.repeats, args.steps, ranks)
         except Exception as e:  # e.g. a dense backend this device lacks: recorded, not fatal
             print(f"{shape.name} {label}: {type(e).__name__}: {e}")
             return e
@@ -284,18 +295,27 @@ def main(argv=None) -> pd.DataFrame:
     if not args.toy and not cuda:
         raise SystemExit("the real configurations need a CUDA device; use --toy on the CPU")
     device, dtype = ("cuda", torch.bfloat16) if cuda and not args.toy else (("cuda" if cuda else "cpu"), torch.float32)
+    ranks = Ranks()
+    if launched():  # torchrun: every method over all ranks, rank r on cuda:r
+        world = int(os.environ["WORLD_SIZE"])
+        device = rank_device(device, world)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        ranks = Ranks.join(world, device)
     args.densities = [float(d) for d in args.densities.split(",") if d]
     args.presets = [x for x in args.presets.split(",") if x]
     args.methods = [x for x in args.methods.split(",") if x]
     args.dense_backends = (args.dense_backends.split(",") if args.dense_backends
                            else (["cudnn", "flash"] if device == "cuda" else ["auto"]))
     clock = Clock(device)
-    writer = RowWriter(args.out)  # rewritten after every row: a timeout keeps the rest
+    writer = RowWriter(args.out if ranks.writer else None)  # rewritten after every row: a timeout keeps the rest
     layers = parse_layers(args.layers, [s.name for s in shapes])
     for shape in shapes:
-        for row in bench_model(with_layers(shape, layers.get(shape.name)), args, device, dtype, clock):
+        for row in bench_model(with_layers(shape, layers.get(shape.name)), args, device, dtype, clock, ranks):
             writer.add(row)
     df = writer.frame()
+    if not ranks.writer:
+        return df
     plot(df, Path(args.out).with_suffix(".png"))
     cols = [c for c in ("shape", "method", "density", "ms_step", "ms_ceiling", "ceiling_fraction", "speedup_step",
                         "speedup_generation") if c in df]

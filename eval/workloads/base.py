@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from eval.models import ModelConfig
+from eval.ranks import Ranks
 from svg2.checks import check_int
 
 
@@ -28,6 +29,7 @@ class Job:
     artifacts: Path             # path stem of this row's files (its comparison GIF), named after its key
     metrics: Any                # the `metrics` config group
     pipe: Any = None            # the loaded pipeline, when the workload needs one
+    ranks: Ranks = Ranks()      # the ranks that generate together (parallel.world_size); one process by default
 
     def artifact(self, suffix: str) -> Path:
         return self.artifacts.with_name(self.artifacts.name + suffix)

@@ -11,6 +11,7 @@ import torch
 from eval.metrics import available_nets, flops_from_stats, video_metrics
 from eval.metrics.perceptual import lpips_model
 from eval.models import ModelConfig
+from eval.ranks import Ranks
 from eval.results import atomic_write, stable_key
 from eval.workloads.base import Job, check_generation, prompt_items
 from eval.workloads.common import ratio, summarise_calls
@@ -24,7 +25,8 @@ class Generation:
     frames: torch.Tensor          # (T, C, H, W) float32 in [0, 1], on the CPU
     e2e_ms: float
     step_ms: list                 # milliseconds of each transformer forward
-    calls: list                   # method.stats as rows
+    calls: list                   # method.stats as rows (of the whole call when the heads are split over ranks)
+    ranks: list = field(default_factory=list)  # each rank's e2e_ms and step_ms (one entry in one process)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class VideoWorkload:
     name: str = "video"
 
     needs_model = True
+    sequence_parallel = True       # runs under parallel.world_size > 1 (eval/ranks.py)
 
     def __post_init__(self):
         check_generation(self)
@@ -67,10 +70,10 @@ class VideoWorkload:
         """One row's measurements: dense and the method from the same prompt and seed, scored and timed."""
         refs = DenseReferences.at(job.cache / "references")
         dense, ref_frames = refs.get(self, job.pipe, job.model, job.prompt, job.seed, job.device,
-                                     need_timing=job.metrics.time_dense)
+                                     need_timing=job.metrics.time_dense, ranks=job.ranks)
         # the reference's row is the reference generation itself (same process, same timing)
         gen = dense if job.method.is_reference and dense is not None else self.generate(
-            job.pipe, job.method, job.model, job.prompt, job.seed, job.device)
+            job.pipe, job.method, job.model, job.prompt, job.seed, job.device, job.ranks)
         row = video_metrics(ref_frames, gen.frames, lpips_nets(job.metrics), job.metrics.ssim, job.metrics.lpips_inputs)
         calls = summarise_calls(gen.calls)
         shape = job.model.shape(self.frames, self.height, self.width, self.steps, self.guidance_scale)
@@ -83,14 +86,17 @@ class VideoWorkload:
         row.update(calls)
         row.update(flops=flops.get("flops"), flops_dense=flops.get("flops_dense"),
                    flops_ratio=flops.get("flops_ratio"), tokens=shape.video_tokens, timer=Clock(job.device).label,
-                   e2e_ms=gen.e2e_ms, step_ms=_per_step(gen.step_ms, self.steps))
+                   e2e_ms=gen.e2e_ms, step_ms=_per_step(gen.step_ms, self.steps),
+                   e2e_ms_ranks=[r["e2e_ms"] for r in gen.ranks],
+                   step_ms_ranks=[_per_step(r["step_ms"], self.steps) for r in gen.ranks])
         if dense is not None:
             dcalls = summarise_calls(dense.calls)
             dense_step = _per_step(dense.step_ms, self.steps)
             row.update(e2e_ms_dense=dense.e2e_ms, step_ms_dense=dense_step, attn_ms_dense=dcalls["attn_ms"],
+                       step_ms_dense_ranks=[_per_step(r["step_ms"], self.steps) for r in dense.ranks],
                        speedup_e2e=ratio(dense.e2e_ms, gen.e2e_ms), speedup_step=ratio(dense_step, row["step_ms"]),
                        speedup_attn=ratio(dcalls["attn_ms"], calls.get("attn_ms")))
-        if self.gif:
+        if self.gif and job.ranks.writer:
             path = job.artifact(".gif")
             save_comparison_gif(path, ref_frames, gen.frames, self.gif_max_height)
             row["gif"] = str(path)
@@ -109,11 +115,14 @@ class VideoWorkload:
             kw["image"] = Image.open(model.image).convert("RGB").resize((self.width, self.height))
         return kw
 
-    def generate(self, pipe, method, model: ModelConfig, prompt: str, seed: int, device: str) -> Generation:
+    def generate(self, pipe, method, model: ModelConfig, prompt: str, seed: int, device: str,
+                 ranks: Ranks = Ranks()) -> Generation:
+        """One generation with ``method`` installed (over ``ranks``: every rank generates with Ulysses sequence
+        parallelism and gets the whole video)."""
         from svg2.diffusers import apply, remove
 
         clock = Clock(device)
-        apply(pipe, method)
+        apply(pipe, method, parallel=ranks.ulysses)
         try:
             if self.warmup_steps:
                 pipe(**self.call_kwargs(model, prompt, seed, device, self.warmup_steps))
@@ -126,7 +135,9 @@ class VideoWorkload:
         finally:
             remove(pipe)
         frames = out.frames[0].float().cpu()
-        return Generation(frames, clock.ms(start, end), step_ms, calls)
+        e2e_ms = clock.ms(start, end)
+        return Generation(frames, e2e_ms, step_ms, ranks.whole_calls(calls),
+                          ranks.gather(dict(e2e_ms=e2e_ms, step_ms=step_ms)))
 
 
 class DenseReferences:
@@ -148,16 +159,17 @@ class DenseReferences:
         return cls._open[key]
 
     def get(self, workload: VideoWorkload, pipe, model: ModelConfig, prompt: str, seed: int, device: str,
-            need_timing: bool) -> tuple[Generation | None, torch.Tensor]:
+            need_timing: bool, ranks: Ranks = Ranks()) -> tuple[Generation | None, torch.Tensor]:
         # the device type is part of the key: CPU and GPU kernels round differently
         key = stable_key(model.identity(), workload.identity(), prompt, seed, torch.device(device).type)
         path = self.folder / f"{key}.pt"
         if key in self.timings:
             return self.timings[key], self.timings[key].frames
-        if path.is_file() and not need_timing:
+        cached = ranks.agree(path.is_file)  # every rank generates, or none does
+        if cached and not need_timing:
             return None, torch.load(path, weights_only=True)
-        gen = workload.generate(pipe, reference_method(), model, prompt, seed, device)
-        if not path.is_file():
+        gen = workload.generate(pipe, reference_method(), model, prompt, seed, device, ranks)
+        if ranks.writer and not path.is_file():
             buf = io.BytesIO()
             torch.save(gen.frames, buf)
             atomic_write(path, buf.getvalue())

@@ -5,6 +5,7 @@
     apply(pipe, method)      # self-attention only; originals kept
     video = pipe(prompt, ...).frames
     remove(pipe)
+    apply(pipe, method, parallel="ulysses")   # under torchrun: each video over all ranks (svg2.parallel)
 """
 import svg2.diffusers.models  # noqa: F401  (registers every model spec)
 from svg2.diffusers.loading import check_pipeline_dir, expected_files, load_pipeline, read_config

@@ -12,6 +12,9 @@ the scheduler's ``set_timesteps`` starts a generation (``method.reset(num_steps)
 branches (0 = conditional, 1 = unconditional in the Wan and Hunyuan pipelines; CogVideoX batches both
 into one call, whose batch rows keep separate state anyway). A transformer used without a pipeline runs
 branch 0 at ``method.state.step``.
+
+With ``parallel="ulysses"`` (under torchrun, or any initialised process group) every rank holds a share of the
+video tokens and the attention call exchanges them for a share of the heads (``svg2.diffusers.parallel``).
 """
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from svg2.diffusers import parallel as sequence_parallel
 from svg2.diffusers.spec import ModelSpec, transformer_spec
 from svg2.methods.base import AttentionMethod
+from svg2.parallel import Ulysses
 
 _ROUTE: contextvars.ContextVar = contextvars.ContextVar("svg2_attention_route", default=None)
 _INSTALLED = "_svg2_sparse"   # attribute holding the install record on a transformer / scheduler
@@ -42,6 +47,7 @@ class Session:
     branch: int = 0
     calls_in_step: int = 0
     driven: bool = False      # a pipeline's scheduler drives steps and generations
+    parallel: Ulysses | None = None  # sequence parallelism: this rank holds a share of the video tokens
 
     def begin_generation(self) -> None:
         self.calls_in_step, self.driven = 0, True
@@ -62,19 +68,27 @@ class Session:
         b, _, s, _ = q.shape
         if self.grid is None:
             raise RuntimeError("no latent grid recorded; call the transformer (not its blocks) after apply()")
-        num_video = math.prod(self.grid)
+        tokens = math.prod(self.grid)
+        num_video, held = tokens, ""
+        if self.parallel is not None:
+            mine = self.parallel.share(tokens)
+            num_video, held = mine.stop - mine.start, f" (rank {self.parallel.rank}'s share of {tokens})"
+        call = dict(layer=layer, branch=self.branch, grid=self.grid)
         if self.spec.text is None:
             if attn_mask is not None:
                 raise ValueError(f"self-attention got a mask of shape {tuple(attn_mask.shape)}; expected none")
             if s != num_video:
-                raise ValueError(f"self-attention has S={s} tokens; the latent grid {self.grid} has {num_video}")
-            out = self.method(q, k, v, layer=layer, branch=self.branch, grid=self.grid)
+                raise ValueError(f"self-attention has S={s} tokens; the latent grid {self.grid} has {num_video}{held}")
         else:
             if not num_video < s:
-                raise ValueError(f"joint attention has S={s} tokens; expected more than the {num_video} video tokens")
+                raise ValueError(f"joint attention has S={s} tokens; expected more than the {num_video} video "
+                                 f"tokens{held}")
             start = 0 if self.spec.text == "appended" else s - num_video
-            out = self.method(q, k, v, layer=layer, branch=self.branch, grid=self.grid,
-                              video=slice(start, start + num_video), key_mask=_key_mask(attn_mask, b, s))
+            call.update(video=slice(start, start + num_video), key_mask=_key_mask(attn_mask, b, s))
+        if self.parallel is None:
+            out = self.method(q, k, v, **call)
+        else:
+            out = self.parallel.attention(self.method, q, k, v, tokens=tokens, **call)
         return out.transpose(1, 2) if self.spec.layout == "bshd" else out
 
 
@@ -174,7 +188,7 @@ class _TransformerRecord:
     session: Session
     modules: list
     originals: list
-    hook: object
+    hooks: list
 
 
 @dataclass
@@ -194,28 +208,37 @@ def _transformers(obj) -> list:
     return [obj]
 
 
-def apply(pipe_or_transformer, method: AttentionMethod) -> None:
+def apply(pipe_or_transformer, method: AttentionMethod, parallel: str | Ulysses | None = None) -> None:
     """Install ``method`` on the self-attention of the pipeline's transformer(s), or of a bare transformer.
 
     Layers are numbered in model order (continuing across a second transformer); the original processors
-    are kept for ``remove``. With a pipeline, each pipeline call resets the method at its start."""
+    are kept for ``remove``. With a pipeline, each pipeline call resets the method at its start.
+    ``parallel="ulysses"``: Ulysses sequence parallelism over the default process group (every rank calls
+    ``apply`` with the same method, then the pipeline with the same arguments, and gets the whole output); an
+    ``svg2.parallel.Ulysses`` gives another group."""
     if not isinstance(method, AttentionMethod):
         raise TypeError(f"method is a {type(method).__name__}; expected an svg2 AttentionMethod (build_method(...))")
+    ulysses = sequence_parallel.resolve(parallel)
     transformers = _transformers(pipe_or_transformer)
     for t in transformers:
         if hasattr(t, _INSTALLED):
             raise RuntimeError(f"{type(t).__name__} already has sparse attention installed; call remove() first")
+    specs = [transformer_spec(t) for t in transformers]
+    if ulysses is not None:  # every check before anything is installed
+        for t, spec in zip(transformers, specs):
+            sequence_parallel.check_install(ulysses, spec, t, method)
     sessions, layer = [], 0
-    for t in transformers:
-        spec = transformer_spec(t)
-        session = Session(method, spec)
+    for t, spec in zip(transformers, specs):
+        session = Session(method, spec, parallel=ulysses)
         modules = spec.self_attention(t)
         originals = [m.processor for m in modules]
         for m, stock in zip(modules, originals):
             m.set_processor(_processor_class(type(stock))(stock, session, layer))
             layer += 1
-        hook = t.register_forward_pre_hook(session.before_forward, with_kwargs=True)
-        setattr(t, _INSTALLED, _TransformerRecord(session, modules, originals, hook))
+        hooks = [t.register_forward_pre_hook(session.before_forward, with_kwargs=True)]  # first: the grid
+        if ulysses is not None:
+            hooks += sequence_parallel.split_hooks(t, spec.sequence, ulysses, lambda s=session: math.prod(s.grid))
+        setattr(t, _INSTALLED, _TransformerRecord(session, modules, originals, hooks))
         sessions.append(session)
     scheduler = getattr(pipe_or_transformer, "scheduler", None)
     if scheduler is not None:
@@ -230,7 +253,8 @@ def remove(pipe_or_transformer) -> None:
             continue
         for m, stock in zip(record.modules, record.originals):
             m.set_processor(stock)
-        record.hook.remove()
+        for hook in record.hooks:
+            hook.remove()
     scheduler = getattr(pipe_or_transformer, "scheduler", None)
     if scheduler is not None and _INSTALLED in scheduler.__dict__:
         for name in (_INSTALLED, "set_timesteps", "step"):

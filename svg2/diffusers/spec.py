@@ -4,13 +4,24 @@ pipeline kind; each module of ``svg2/diffusers/models/`` registers its specs (``
 A spec names the pipeline and its components, the self-attention modules in layer order, how to read the latent
 grid (frames, h, w) off the transformer input and how to predict it from the configs before any weights load, the
 transformer dimensions the FLOPs account needs, where conditioning tokens sit in the joint sequence, which
-attention function the stock processor calls (the one call the sparse processor reroutes), and how to build a
-tiny random pipeline of the kind for tests.
+attention function the stock processor calls (the one call the sparse processor reroutes), where sequence
+parallelism splits and gathers the video tokens, and how to build a tiny random pipeline of the kind for tests.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
+
+
+@dataclass(frozen=True)
+class SequenceSplit:
+    """Where Ulysses sequence parallelism (``apply(..., parallel="ulysses")``) hands each rank its share of the video
+    tokens and where it joins them again. Every tensor named here holds all video tokens, in latent order, along
+    ``dim``; between the splits and the gather every layer but self-attention works token by token."""
+
+    inputs: tuple[tuple[str, str, int], ...] = ()  # (submodule, forward argument, dim): split as the module is called
+    outputs: tuple[tuple[str, int], ...] = ()      # (submodule, dim): what the module returns (tensor or tuple) split
+    gather: tuple[str, int] = ("proj_out", 1)      # (submodule, dim): its output gathered from every rank
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class ModelSpec:
     tiny_call: dict = field(default_factory=dict)  # call arguments that generate a few frames of it quickly
     guidance_branches: bool = True         # CFG runs two transformer calls per step when guidance > 1
     needs_image: bool = False              # the pipeline takes a conditioning image
+    sequence: SequenceSplit | None = None  # how Ulysses splits the video tokens over ranks (None: it cannot)
 
     def cfg_branches(self, guidance_scale: float) -> int:
         return 2 if self.guidance_branches and guidance_scale > 1 else 1

@@ -57,6 +57,8 @@ class LayerState:
     calls: int = 0
     layer: int = 0                           # of the call being planned (methods with per-layer rules read them)
     step: int = 0
+    heads: tuple[int, int] | None = None     # (first, total): the call holds heads first.. of total (a rank's
+    #                                          share under sequence parallelism); None: all of them
 
 
 @dataclass
@@ -164,11 +166,16 @@ class AttentionMethod:
 
     def __call__(self, q, k, v, *, layer: int = 0, branch: int = 0, step: int | None = None,
                  grid: tuple[int, int, int] | None = None, video: slice | None = None,
-                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                 key_mask: torch.Tensor | None = None, heads: tuple[int, int] | None = None) -> torch.Tensor:
         """``video``: the tokens the method plans (default: all); any others (prompt tokens of joint-attention
-        models) attend and are attended densely. ``key_mask``: (B, S) bool, False for padding keys nobody attends."""
+        models) attend and are attended densely. ``key_mask``: (B, S) bool, False for padding keys nobody attends.
+        ``heads``: (first, total) when q/k/v hold heads first..first+H of a call over ``total`` heads (a rank's share
+        under ``svg2.parallel``): seeded choices are drawn as for those heads of the whole call, so the plan is the
+        one a single process makes."""
         check_qkv(q, k, v)
         b, h, s, _ = q.shape
+        if heads is not None and not (0 <= heads[0] and heads[0] + h <= heads[1]):
+            raise ValueError(f"heads={heads} with {h} heads in q; expected (first, total) with first + {h} <= total")
         joint = video is not None or key_mask is not None
         if joint:
             video = check_joint(video, key_mask, b, s)
@@ -177,7 +184,7 @@ class AttentionMethod:
         timer = StageTimer(q.device, enabled=self.config.profile and not capturing)
         part = tuple(t[:, :, video] for t in (q, k, v)) if joint else (q, k, v)
         layer_state = self.state.layer(*self.state_key(layer, branch))
-        layer_state.layer, layer_state.step = layer, step
+        layer_state.layer, layer_state.step, layer_state.heads = layer, step, heads
         if self.runs_dense(layer, step):
             iters = self.observe_dense(*part, layer, layer_state, timer)
             self.last_plan = None

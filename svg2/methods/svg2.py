@@ -104,11 +104,12 @@ class SVG2Method(AttentionMethod):
         warm = layer_state.calls > 0 and _fits(layer_state.q_centroids, n, c.num_q_clusters, d)
         iters = c.kmeans_iters_step if warm else c.kmeans_iters_first
         dtype = q.dtype if c.centroid_dtype == "input" else None
+        rows = None if warm else _batch_rows(b, h, layer_state.heads, q.device)
         with timer.stage("cluster"):
             qk = kmeans(q.reshape(n, s, d), c.num_q_clusters, iters, init=c.kmeans_init, seed=c.seed,
-                        centroids=layer_state.q_centroids if warm else None, centroid_dtype=dtype)
+                        centroids=layer_state.q_centroids if warm else None, centroid_dtype=dtype, rows=rows)
             kk = kmeans(k.reshape(n, s, d), c.num_k_clusters, iters, init=c.kmeans_init, seed=c.seed + 1,
-                        centroids=layer_state.k_centroids if warm else None, centroid_dtype=dtype)
+                        centroids=layer_state.k_centroids if warm else None, centroid_dtype=dtype, rows=rows)
         layer_state.q_centroids, layer_state.k_centroids = qk.centroids, kk.centroids
         layer_state.calls += 1
         return qk, kk, iters
@@ -147,6 +148,16 @@ class SVG2Method(AttentionMethod):
                              q_perm.sizes.reshape(b, h, -1), col_sizes.reshape(b, h, -1))
         return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters,
                     mass=mass.gather(-1, layout[:, None, :].expand_as(mass)))
+
+
+def _batch_rows(b: int, h: int, heads: tuple[int, int] | None, device) -> tuple[torch.Tensor, int] | None:
+    """The (B*H) k-means rows of a call holding heads first..first+H of ``total``, as rows of the whole call's
+    (B*total) batch (``kmeans(rows=...)``); None for a call holding every head."""
+    if heads is None:
+        return None
+    first, total = heads
+    index = torch.arange(b, device=device)[:, None] * total + first + torch.arange(h, device=device)
+    return index.reshape(-1), b * total
 
 
 def _fits(centroids, n: int, k: int, d: int) -> bool:

@@ -2,7 +2,7 @@
 self-attention (they stay dense); both CFG branches run as one batched transformer call."""
 from __future__ import annotations
 
-from svg2.diffusers.spec import ModelSpec, register_model
+from svg2.diffusers.spec import ModelSpec, SequenceSplit, register_model
 from svg2.diffusers.tiny import T5_SPECIALS, t5_encoder, word_tokenizer
 
 
@@ -50,4 +50,7 @@ register_model(ModelSpec(
     "cogvideox", "CogVideoXPipeline", ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
     transformer="CogVideoXTransformer3DModel", self_attention=lambda m: [b.attn1 for b in m.transformer_blocks],
     grid=_grid, latent_grid=_latent_grid, dims=_dims, text="prepended", layout="bhsd", attention_fn="F",
+    # the video tokens split as they enter the first block (the prompt tokens stay whole on every rank); the RoPE
+    # tables (S, D), which the pipeline computes and every block reads, as the transformer is called
+    sequence=SequenceSplit(inputs=(("transformer_blocks.0", "hidden_states", 1), ("", "image_rotary_emb", 0))),
     tiny=_tiny, tiny_call=dict(height=64, width=64, num_frames=9, guidance_scale=6.0, max_sequence_length=16)))

@@ -2,7 +2,7 @@
 joint self-attention (they stay dense); guidance-distilled, so one transformer call per step."""
 from __future__ import annotations
 
-from svg2.diffusers.spec import ModelSpec, register_model
+from svg2.diffusers.spec import ModelSpec, SequenceSplit, register_model
 from svg2.diffusers.tiny import word_tokenizer
 
 
@@ -61,5 +61,8 @@ register_model(ModelSpec(
     self_attention=lambda m: [b.attn for b in m.transformer_blocks] + [b.attn for b in m.single_transformer_blocks],
     grid=_grid, latent_grid=_latent_grid, dims=_dims, text="appended", layout="bshd",
     attention_fn="dispatch_attention_fn", tiny=_tiny, guidance_branches=False,
+    # the embedded tokens (B, S, C) and the RoPE tables (S, D) split before the forward builds its key mask (whose
+    # video part is then this rank's share); the prompt tokens stay whole on every rank
+    sequence=SequenceSplit(outputs=(("x_embedder", 1), ("rope", 0))),
     tiny_call=dict(height=32, width=32, num_frames=9, guidance_scale=4.5, max_sequence_length=16,
                    prompt_template={"template": "{}", "crop_start": 0})))

@@ -5,7 +5,7 @@ video tokens only, so the image conditioning stays dense by construction.
 """
 from __future__ import annotations
 
-from svg2.diffusers.spec import ModelSpec, register_model
+from svg2.diffusers.spec import ModelSpec, SequenceSplit, register_model
 from svg2.diffusers.tiny import T5_SPECIALS, t5_encoder, word_tokenizer
 
 
@@ -59,7 +59,9 @@ def _tiny(image: bool):
 _COMMON = dict(transformer="WanTransformer3DModel", self_attention=lambda m: [b.attn1 for b in m.blocks],
                grid=_grid, latent_grid=_latent_grid, dims=_dims, text=None, layout="bshd",
                attention_fn="dispatch_attention_fn",
-               tiny_call=dict(height=64, width=64, num_frames=9, guidance_scale=5.0))
+               tiny_call=dict(height=64, width=64, num_frames=9, guidance_scale=5.0),
+               # the first block's tokens and the RoPE tables (1, S, 1, D) split; the output projection gathers
+               sequence=SequenceSplit(inputs=(("blocks.0", "hidden_states", 1),), outputs=(("rope", 1),)))
 register_model(
     ModelSpec("wan_t2v", "WanPipeline", ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
               tiny=lambda: _tiny(False), **_COMMON),

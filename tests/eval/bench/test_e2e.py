@@ -60,3 +60,25 @@ def test_fewer_layers_keep_the_shape_and_hunyuans_double_to_single_ratio():
     hunyuan = with_layers(SHAPES["hunyuan_720p"], 3)
     assert hunyuan.transformer_config["num_layers"] == 1 and hunyuan.transformer_config["num_single_layers"] == 2
     assert hunyuan.layers == 3 and hunyuan.attention_tokens == 118_800 + 256
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_method_runs_over_the_ranks_with_the_single_process_plan(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["--toy", "--shapes", "wan_toy", "--presets", "", "--densities", "0.25", "--repeats", "1"]
+    one = main([*args, "--out", str(tmp_path / "one.csv")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "eval.bench.e2e",
+           *args, "--out", str(tmp_path / "two.csv")]
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[3], env=os.environ, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = pd.read_csv(tmp_path / "two.csv")  # rank 0's rows, each with every rank's warm step
+    assert two["method"].tolist() == one["method"].tolist() == ["dense_auto", "positional_d0.25", "svg2_d0.25"]
+    assert (two["world_size"] == 2).all() and (one["world_size"] == 1).all() and two["finite"].all()
+    assert two["density"].tolist() == pytest.approx(one["density"].tolist(), abs=1e-9)
+    assert all(len(json.loads(r)) == 2 for r in two["ms_step_ranks"])
