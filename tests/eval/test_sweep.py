@@ -171,7 +171,7 @@ def test_reproduce_prints_markdown_and_csv(quick_results):
     folder, _ = quick_results
     proc = run_cli(str(folder), module="eval.reproduce")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| method | PSNR | SSIM | LPIPS | density | MFLOPs | speedup (CPU time ratio) |" in proc.stdout
+    assert "| method | PSNR | SSIM | LPIPS | density | MFLOPs | speedup (CPU time ratio) | n |" in proc.stdout
     assert "not speedups of the method" in proc.stdout
     table = pd.read_csv(folder / "table.csv")
     assert len(table) == QUICK_METHODS and table["method"].iloc[0] == "dense"
