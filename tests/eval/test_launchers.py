@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from tests.eval.conftest import run_cli
 
@@ -7,6 +8,7 @@ SMALL_ATTENTION = ["experiment=attention_synthetic", "workload.shape=null", "wor
                    "model.clusters.q=8", "model.clusters.k=16", "progress=false"]
 
 
+@pytest.mark.slow
 def test_multirun_through_submitit_local_executor(tmp_path, cache_dir):
     results = tmp_path / "results"
     proc = run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",

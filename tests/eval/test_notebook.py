@@ -1,6 +1,7 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.eval.conftest import REPO
@@ -10,6 +11,7 @@ def _tree(folder):
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
+@pytest.mark.slow
 def test_frontier_notebook_reads_a_relative_folder_from_the_repository_root_and_writes_nothing(quick_results,
                                                                                                  monkeypatch):
     folder, _ = quick_results

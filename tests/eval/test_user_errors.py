@@ -29,6 +29,7 @@ def test_bad_input_is_named_before_any_row_runs(overrides, message, tmp_path, ca
     assert not (tmp_path / "rows").exists()
 
 
+@pytest.mark.slow
 def test_the_cli_says_bad_input_in_one_line_and_exits_2(tmp_path, cache_dir):
     proc = run_cli(*TINY, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", "workload.seeds=[]", "report=false")
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -100,6 +101,7 @@ def test_result_files_are_readable_by_others_and_the_commit_is_this_projects(tmp
     assert _git_commit(outer / "copy") == ("abc123", None)
 
 
+@pytest.mark.slow
 def test_a_log_file_gets_one_plain_line_per_row_and_no_bar(tmp_path, cache_dir):
     tiny = [o for o in TINY if not o.startswith("progress=")]
     proc = run_cli(*tiny, f"results_dir={tmp_path}", f"cache_dir={cache_dir}", "method=dense", "report=false")

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from svg2.kernels.varblock import default_config
 
 
@@ -19,6 +21,7 @@ def _schedule(tmp_path, *args):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_default_config_prefetches_kv_beyond_the_next_tile(tmp_path):
     cfg = default_config()
     info = _schedule(tmp_path)
