@@ -24,7 +24,10 @@ from tests.eval.slurm_cluster import ClusterUnavailable, SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-SEEDS = list(range(6))  # rows per task: a task is still busy when the test interrupts it after its first row
+# rows per task (0.6-0.7 s each here): a task is still busy when the test interrupts it after its first row.
+# submitit ignores scancel's SIGTERM and a cancelled task runs on until srun's SIGKILL, 4-5 s later on this
+# cluster (KillWait=2), so the rows after the first must take longer than that or the task finishes them all
+SEEDS = list(range(16))
 # the committed GPU config on the fixture's cluster: one core and a GB per task; its GPUs have no device behind
 GPU_CONFIG_HERE = ["hydra/launcher=slurm_gpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
                    "hydra.launcher.timeout_min=10"]
