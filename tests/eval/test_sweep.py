@@ -202,6 +202,25 @@ def test_dense_reference_is_cached_per_model_prompt_seed_steps_and_resolution(tm
     assert generated[3:] == ["dense", "positional"] and len(list((cache / "references").glob("*.pt"))) == 2
 
 
+def test_warmup_generation_runs_the_sparse_calls_it_warms(tmp_path, monkeypatch, cache_dir):
+    # under the default 25 % dense steps a one-step warm-up would be all dense, and the sparse kernels would
+    # compile inside the timed generation; the warm-up runs a copy of the method without dense steps
+    import svg2.diffusers
+
+    installed = []
+    original = svg2.diffusers.apply
+    monkeypatch.setattr(svg2.diffusers, "apply", lambda pipe, method, **kw: installed.append(method)
+                        or original(pipe, method, **kw))
+    tiny = [o for o in TINY if "warmup_steps" not in o]
+    run_sweep(*tiny, "method=svg2", "method.top_p=0.9", "workload.warmup_steps=1", "metrics.time_dense=false",
+              f"results_dir={tmp_path / 'r'}", f"cache_dir={cache_dir}")
+    warm, timed = [m for m in installed if m.name == "svg2"]
+    assert warm is not timed and timed.config.dense_steps == 0.25 and warm.config.dense_steps == 0
+    assert any(not s.ran_dense for s in warm.stats)  # the warm-up planned and ran sparse calls
+    # the timed generation keeps its own protocol: its first step dense, the next one sparse
+    assert all(s.ran_dense for s in timed.stats if s.step == 0) and any(not s.ran_dense for s in timed.stats)
+
+
 @pytest.mark.parametrize("sweep,kind,extra", [
     ("hunyuan_720p_script", "hunyuan", ["model.height=32", "model.width=32",
                                         "+model.call_kwargs.max_sequence_length=16",
