@@ -1,8 +1,11 @@
 import os
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+
+# part of the dev extras; an image without them (the H200's, for `-m gpu tests/`) skips this module, saying why
+nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[dev]')")
+NotebookClient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[dev]')"
+                                     ).NotebookClient
 
 from tests.eval.conftest import REPO
 
