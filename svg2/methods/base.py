@@ -137,7 +137,8 @@ class AttentionMethod:
             raise ValueError(f"dense_rounding={c.dense_rounding!r}; expected 'ceil' or 'floor'")
 
     def check_shape(self, *, tokens: int, grid: tuple[int, int, int] | None, heads: int, head_dim: int) -> None:
-        """Shape checks a harness runs once the model's config is read, before any weights load."""
+        """Shape checks a harness runs once the model's config is read, before any weights load; ``__call__``
+        runs them again before each plan (``plan`` itself can assume a valid shape)."""
 
     def reset(self, num_steps: int | None = None) -> None:
         """Start a new generation: drop centroid caches, step counter and statistics."""
@@ -195,6 +196,7 @@ class AttentionMethod:
             if self.config.check_finite and not capturing:
                 for name, t in zip("qkv", part):
                     check_finite(name, t)
+            self.check_shape(tokens=part[0].shape[2], grid=grid, heads=h, head_dim=q.shape[3])
             plan = self.plan(*part, layer_state, grid, timer)
             self.last_plan = plan if self.record_plans else None
             if joint:

@@ -56,8 +56,7 @@ class PositionalMethod(AttentionMethod):
                 num = math.ceil(s / c.block_size)
                 labels = (torch.arange(s, device=q.device) // c.block_size).expand(n, s)
             else:
-                grid = check_grid(f"positional tile={c.tile}", grid, s)
-                tok, num = tile_labels(grid, c.tile, q.device)
+                tok, num = tile_labels(tuple(grid), c.tile, q.device)
                 labels = tok.expand(n, s)
                 perm = permutation_from_labels(labels.contiguous(), num)
             # scatter_add, not bincount: bincount syncs with the device on CUDA.

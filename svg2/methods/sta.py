@@ -177,7 +177,6 @@ class STAMethod(StaticMethod):
 
     def plan(self, q, k, v, layer_state: LayerState, grid, timer) -> Plan:
         b, h, s, d = q.shape
-        self.check_shape(tokens=s, grid=grid, heads=h, head_dim=d)
         grid = tuple(grid)
         with timer.stage("select"):
             vocab, ids = self.windows(layer_state, h, q.device)

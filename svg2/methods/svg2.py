@@ -122,8 +122,6 @@ class SVG2Method(AttentionMethod):
         b, h, s, d = q.shape
         n = b * h
         c = self.config
-        check_clusters("num_q_clusters", c.num_q_clusters, s)
-        check_clusters("num_k_clusters", c.num_k_clusters, s)
         qk, kk, iters = self._cluster(q, k, layer_state, timer)
         q_labels = qk.labels
         if c.align_q_tile > 1:
