@@ -1,7 +1,7 @@
 """Kernel variants at Wan 14B 720p on one GPU, each checked against an fp32 reference, then timed (CUDA only).
 
-    python -m eval.bench_kernels --out /tmp/k                          # every section
-    python -m eval.bench_kernels --sections sparse --svg2-configs "M64 N64 w4 s3 c16 km,..." --out /tmp/k
+    python -m eval.bench.kernels --out /tmp/k                          # every section
+    python -m eval.bench.kernels --sections sparse --svg2-configs "M64 N64 w4 s3 c16 km,..." --out /tmp/k
 
 Sections:
 - ``dense``: a plain Triton dense attention forward (Q, K, V through on-device TMA descriptors, optional warp
@@ -27,10 +27,12 @@ import torch
 import triton
 import triton.language as tl
 
-from eval.clock import Clock, median_ms
+from eval.shapes import get_shape
+from svg2.reference import masked_attention
+from svg2.timing import Clock, median_ms
 
 D = 128
-GRID_720P = (21, 45, 80)  # Wan 2.1 14B 720p latent grid: 75,600 tokens
+SHAPE = "wan_t2v_14b_720p"  # the sections' shape but the density sweep's (eval.shapes; its svg2 preset)
 SVG2_CONFIGS = "M128 N128 w8 s3 c8 km oc h1,M64 N64 w4 s3 c8 km oc,M64 N64 w4 s3 c16 kg on"
 POS_CONFIGS = "M128 N128 w8 s3 c8 km oc h1,M128 N128 w4 s2 kb ws1,M64 N64 w4 s3 c16 kg on"
 Q_ORDER_CONFIGS = "M128 N128 w8 s3 c8 km oc h1,M64 N64 w4 s3 c8 km oc,M64 N64 w4 s3 c16 kg on"
@@ -124,7 +126,7 @@ def dense_probe(bench: Bench, configs: str) -> None:
 
 def sampled_reference(q, k, v, keep, row_sizes, col_sizes, rows_per_seq: int = 48, seed: int = 0):
     """fp32 attention of sampled rows of permuted (N, S, D) tensors over their kept key rows: (rows, ref)."""
-    n, s, d = q.shape
+    n, s, _ = q.shape
     g = torch.Generator(device=q.device).manual_seed(seed)
     rows = torch.randint(0, s, (n, rows_per_seq), device=q.device, generator=g)
     refs = []
@@ -132,9 +134,7 @@ def sampled_reference(q, k, v, keep, row_sizes, col_sizes, rows_per_seq: int = 4
     for i in range(n):
         cluster = torch.searchsorted(row_end[i], rows[i], right=True)
         mask = keep[i][cluster].repeat_interleave(col_sizes[i].long(), dim=1)  # (R, S)
-        scores = q[i, rows[i]].float() @ k[i].float().T / math.sqrt(d)
-        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
-        refs.append(probs @ v[i].float())
+        refs.append(masked_attention(q[i, rows[i]], k[i], v[i], mask))
     return rows, torch.stack(refs)
 
 
@@ -144,7 +144,8 @@ def structured_inputs(bench: Bench, scale: float = 0.8, seed: int = 0):
     if bench.smoke:
         return structured_qkv(SMOKE["heads"], SMOKE["grid"], D, scale=scale, seed=seed, device="cpu",
                               dtype=torch.float32)
-    return structured_qkv(40, GRID_720P, D, scale=scale, seed=seed)
+    shape = get_shape(SHAPE)
+    return structured_qkv(shape.heads, shape.grid, D, scale=scale, seed=seed)
 
 
 def svg2_plan(bench: Bench, q, k, v):
@@ -153,7 +154,7 @@ def svg2_plan(bench: Bench, q, k, v):
     from svg2.methods.svg2 import svg2_preset
     from svg2.timing import StageTimer
 
-    cfg = svg2_preset("wan_720p").__dict__ | dict(dense_steps=0, dense_layers=0, check_finite=False, profile=False)
+    cfg = svg2_preset(SHAPE).__dict__ | dict(dense_steps=0, dense_layers=0, check_finite=False, profile=False)
     if bench.smoke:
         cfg |= dict(num_q_clusters=SMOKE["qc"], num_k_clusters=SMOKE["kc"])
     m = build_method("svg2", **cfg)
@@ -170,7 +171,7 @@ def run_sparse(bench: Bench, name: str, tensors, bm, configs: str, q_order=None,
     n, s, _ = qp.shape
     keep = bm.keep.reshape(n, *bm.keep.shape[-2:])
     rs, cs = bm.row_sizes.reshape(n, -1), bm.col_sizes.reshape(n, -1)
-    kept = (rs.double()[:, :, None] * keep.double() * cs.double()[:, None, :]).sum().item()
+    kept = bm.kept_pairs().double().sum().item()
     density = kept / (n * s * s)
     rows, ref = sampled_reference(qp, kp, vp, keep, rs, cs)
     first = None
@@ -267,9 +268,6 @@ def kmeans_section(bench: Bench, assign_configs: str) -> None:
 
 # --- density sweep ---------------------------------------------------------------------------------------
 
-SWEEP_SHAPES = {"wan_720p": (40, GRID_720P, 300), "wan_480p": (12, (21, 30, 52), 200)}
-
-
 def density_sweep(bench: Bench, shapes: str) -> None:
     """Whole method calls (svg2: top_k 30..900 of 1000 key clusters, min_kc_ratio 0, 2 warm iterations;
     positional: top_k 5..90 % of its 128-token blocks) against cuDNN on the same structured inputs (scale 0.8,
@@ -280,12 +278,12 @@ def density_sweep(bench: Bench, shapes: str) -> None:
     from svg2.methods.svg2 import svg2_preset
 
     for name in shapes.split(","):
-        heads, grid, qc = SWEEP_SHAPES[name]
-        q, k, v = structured_qkv(heads, grid, D, scale=0.8, seed=2)
+        shape = get_shape(name)
+        q, k, v = structured_qkv(shape.heads, shape.grid, D, scale=0.8, seed=2)
         ms_dense = bench.time_ms(lambda: dense_attention(q, k, v, "cudnn"))
         bench.add(section="density", shape=name, method="dense_cudnn", density=1.0, ms=ms_dense)
         nb = math.ceil(q.shape[2] / 128)
-        runs = [("svg2", dict(svg2_preset("wan_720p").__dict__, num_q_clusters=qc, top_k=t, top_p=None,
+        runs = [("svg2", dict(svg2_preset(name).__dict__, top_k=t, top_p=None,
                               min_kc_ratio=0.0, dense_steps=0, dense_layers=0, check_finite=False, profile=False))
                 for t in (30, 60, 100, 150, 250, 400, 600, 900)]
         runs += [("positional", dict(block_size=128, top_k=max(1, round(f * nb)), top_p=None, min_kc_ratio=0.0,
@@ -318,7 +316,7 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--sections", default="dense,sparse,kmeans,density")
-    p.add_argument("--density-shapes", default="wan_720p,wan_480p")
+    p.add_argument("--density-shapes", default="wan_t2v_14b_720p,wan_t2v_1.3b_480p")
     p.add_argument("--svg2-configs", default=SVG2_CONFIGS)
     p.add_argument("--pos-configs", default=POS_CONFIGS)
     p.add_argument("--q-order-configs", default=Q_ORDER_CONFIGS, help="svg2 configs also timed with q_order")
@@ -333,7 +331,7 @@ def main(argv=None) -> list[dict]:
         args.assign_configs = "S16 K16 w4 s1"
         args.sections = ",".join(x for x in args.sections.split(",") if x not in ("dense", "density"))
     elif not torch.cuda.is_available():
-        raise SystemExit("bench_kernels needs a CUDA device")
+        raise SystemExit("eval.bench.kernels needs a CUDA device")
     bench = Bench(args.out, args.deadline, args.repeats, args.smoke)
     bench.add(section="env", gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
               torch=torch.__version__, triton=triton.__version__,
