@@ -96,7 +96,7 @@ def select_by_mass(
     if top_p is not None:
         check_fraction("top_p", top_p)
         if top_p >= 1.0:
-            return (col_sizes > 0)[:, None, :].expand_as(mass).clone() | _heaviest(mass, min_keep)
+            return (col_sizes > 0)[:, None, :].expand_as(mass).clone() | heaviest(mass, min_keep)
         sorted_mass, order = torch.sort(mass, dim=-1, descending=True, stable=True)
         before = torch.cumsum(sorted_mass, dim=-1) - sorted_mass  # mass strictly before each rank
         rank = torch.arange(kc, device=mass.device)
@@ -104,7 +104,7 @@ def select_by_mass(
         return torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= kc:
         raise ValueError(f"top_k={top_k!r}; expected an integer in [1, KC={kc}]")
-    return _heaviest(mass, max(top_k, min_keep))
+    return heaviest(mass, max(top_k, min_keep))
 
 
 def key_cluster_layout(mass: torch.Tensor) -> torch.Tensor:
@@ -119,8 +119,8 @@ def key_cluster_layout(mass: torch.Tensor) -> torch.Tensor:
     return torch.sort(home.double() * 2 + (1 - peak.double()), dim=-1, stable=True).indices
 
 
-def _heaviest(mass: torch.Tensor, count: int) -> torch.Tensor:
-    """Mask of the ``count`` heaviest key clusters per row (ties to the lower index)."""
+def heaviest(mass: torch.Tensor, count: int) -> torch.Tensor:
+    """Mask of the ``count`` heaviest entries of each row of the last dimension (ties to the lower index)."""
     keep = torch.zeros_like(mass, dtype=torch.bool)
     if count > 0:
         order = torch.sort(mass, dim=-1, descending=True, stable=True).indices[..., :count]

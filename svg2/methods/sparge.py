@@ -49,6 +49,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from svg2.blocks import heaviest
 from svg2.checks import check_fraction, check_int, kernel_covers
 from svg2.methods.base import LayerState, MethodConfig
 from svg2.methods.registry import register_method
@@ -148,13 +149,13 @@ class SpargeMethod(StaticMethod):
                 similar_k[:, -1] = False
             scores = torch.bmm(pq, pk.transpose(1, 2)) * d ** -0.5
             probs = torch.softmax(scores.masked_fill(~similar_k[:, None, :], float("-inf")), dim=-1)
-            ranked, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-            rank = torch.arange(kb, device=q.device)
             if c.topk is not None:
-                keep_ranked = (rank < topk_count(c.topk, kb)).expand_as(ranked)
+                keep = heaviest(probs, topk_count(c.topk, kb))
             else:
+                ranked, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+                rank = torch.arange(kb, device=q.device)
                 keep_ranked = (torch.cumsum(ranked, dim=-1) <= c.cdfthreshd) | (rank == 0)
-            keep = torch.zeros(ranked.shape, dtype=torch.bool, device=q.device).scatter_(-1, order, keep_ranked)
+                keep = torch.zeros_like(keep_ranked).scatter_(-1, order, keep_ranked)
             keep |= ~similar_k[:, None, :] | ~similar_q[:, :, None]
             if c.attention_sink:
                 keep[..., 0] = True
