@@ -144,8 +144,9 @@ class SVG2Method(AttentionMethod):
             k_perm = permutation_from_labels(position.gather(-1, kk.labels), c.num_k_clusters)
         block_map = BlockMap(keep.reshape(b, h, c.num_q_clusters, c.num_k_clusters),
                              q_perm.sizes.reshape(b, h, -1), col_sizes.reshape(b, h, -1))
-        return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters,
-                    mass=mass.gather(-1, layout[:, None, :].expand_as(mass)))
+        # the mass in layout order is for measurements (plan_quality) only: an (N, QC, KC) copy per call otherwise
+        mass = mass.gather(-1, layout[:, None, :].expand_as(mass)) if self.record_plans else None
+        return Plan(block_map, q_perm=q_perm, k_perm=k_perm, kmeans_iters=iters, mass=mass)
 
 
 def _batch_rows(b: int, h: int, heads: tuple[int, int] | None, device) -> tuple[torch.Tensor, int] | None:
