@@ -196,7 +196,8 @@ class AttentionMethod:
             if self.config.check_finite and not capturing:
                 for name, t in zip("qkv", part):
                     check_finite(name, t)
-            self.check_shape(tokens=part[0].shape[2], grid=grid, heads=h, head_dim=q.shape[3])
+            self.check_shape(tokens=part[0].shape[2], grid=grid, heads=h if heads is None else heads[1],
+                             head_dim=q.shape[3])
             plan = self.plan(*part, layer_state, grid, timer)
             self.last_plan = plan if self.record_plans else None
             if joint:

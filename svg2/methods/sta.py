@@ -153,21 +153,23 @@ class STAMethod(StaticMethod):
             raise ValueError(f"head_windows has {len(c.head_windows)} windows; the model has {heads} heads")
 
     def windows(self, layer_state: LayerState, heads: int, device) -> tuple[list, torch.Tensor]:
-        """The distinct windows and each head's index into them, (H,) int64 on the device."""
+        """The distinct windows and each of the call's H heads' index into them, (H,) int64 on the device (the
+        heads first..first+H of the model's table when ``layer_state.heads`` is (first, total))."""
         c = self.config
+        first, total = layer_state.heads or (0, heads)
         if self._strategy is None:
             vocab = sorted(set(c.head_windows)) if c.head_windows is not None else [c.window]
-            per_head = c.head_windows or (c.window,) * heads
+            per_head = c.head_windows or (c.window,) * total
             ids = self.static.get(("ids", tuple(per_head), str(device)), lambda: torch.tensor(
                 [vocab.index(w) for w in per_head], device=device))
-            return vocab, ids
+            return vocab, ids[first:first + heads]
         ids, vocab = self._strategy
         table = self.static.get(("strategy", str(device)), lambda: ids.to(device))
         layer, step = layer_state.layer, layer_state.step
         if not (step < table.shape[0] and layer < table.shape[1]):
             raise ValueError(f"strategy={c.strategy!r} covers {table.shape[0]} steps x {table.shape[1]} layers; "
                              f"got step {step}, layer {layer}")
-        return vocab, table[step, layer]
+        return vocab, table[step, layer, first:first + heads]
 
     def _build(self, s: int, grid, vocab: list, device) -> dict:
         c = self.config

@@ -1,5 +1,7 @@
 """What Ulysses sequence parallelism relies on, in one process: a method run on a slice of the heads (``heads=``)
 gives exactly those heads of the whole call, for every method; and the token split every rank agrees on."""
+import json
+
 import pytest
 import torch
 
@@ -39,6 +41,21 @@ def test_a_slice_of_heads_gets_those_heads_of_the_whole_call(name):
         got = by_head_slices(name, q, k, v, world, grid=GRID)
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-6)
+
+
+def test_sta_per_head_windows_and_strategy_by_head_slices(tmp_path):
+    # a rank holds heads first..first+H of the call: its windows are those heads' of the model's table
+    windows = ((1, 1, 1), (3, 3, 3), (1, 3, 1), (3, 1, 3))
+    strategy = tmp_path / "mask_strategy.json"
+    strategy.write_text(json.dumps({f"0_0_{h}": list(windows[(h + 1) % 4]) for h in range(4)}))
+    q, k, v = inputs()
+    for cfg in (dict(tile=(1, 4, 4), head_windows=windows), dict(tile=(1, 4, 4), strategy=str(strategy))):
+        want = build_method("sta", **cfg)(q, k, v, grid=GRID, step=0)
+        for world in (2, 4):
+            hp = 4 // world
+            got = torch.cat([build_method("sta", **cfg)(*(t[:, r * hp:(r + 1) * hp] for t in (q, k, v)), grid=GRID,
+                                                        step=0, heads=(r * hp, 4)) for r in range(world)], dim=1)
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
 
 def test_joint_video_and_prompt_by_head_slices():
