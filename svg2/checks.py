@@ -43,6 +43,19 @@ def check_int(name: str, value, *, minimum: int = 0, maximum: int | None = None,
     return value
 
 
+def check_triple(name: str, value, what: str = "(t, h, w)") -> tuple[int, int, int]:
+    """Three positive ints (lists from YAML become tuples)."""
+    try:
+        triple = tuple(value)
+        if len(triple) != 3:
+            raise ValueError
+        for x in triple:
+            check_int(name, x, minimum=1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}; expected three positive integers {what}") from None
+    return triple
+
+
 def check_clusters(name: str, num_clusters: int, seq_len: int) -> None:
     check_int(name, num_clusters, minimum=1)
     if num_clusters > seq_len:

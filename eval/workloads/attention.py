@@ -17,9 +17,9 @@ from eval.results import atomic_write, stable_key
 from eval.shapes import SHAPES
 from eval.workloads.base import Job, check_generation, prompt_items
 from eval.workloads.common import ratio, summarise_calls
-from svg2.methods.joint import masked_dense_attention
-from svg2.checks import check_int
+from svg2.checks import check_int, check_triple
 from svg2.methods import METHODS, REFERENCE
+from svg2.methods.joint import masked_dense_attention
 from svg2.timing import Clock, median_ms
 
 
@@ -96,10 +96,7 @@ class AttentionWorkload:
             check_int(f"workload.{name}", getattr(self, name), minimum=1)
         check_int("workload.repeats", self.repeats, hint="0: no timing")
         check_int("workload.warmup", self.warmup)
-        if len(self.grid) != 3:
-            raise ValueError(f"workload.grid={self.grid!r}; expected three positive integers (frames, h, w)")
-        for g in self.grid:
-            check_int("workload.grid", g, minimum=1, hint="latent (frames, h, w)")
+        check_triple("workload.grid", self.grid, what="(frames, h, w)")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"workload.dtype={self.dtype!r}; expected 'float32', 'bfloat16' or 'float16'")
         for name in ("layers", "capture_steps", "branches"):

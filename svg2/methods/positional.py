@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import torch
 
 from svg2.blocks import BlockMap, centroid_scores, cluster_mass, segment_means, select_by_mass
-from svg2.checks import check_int
+from svg2.checks import check_int, check_triple
 from svg2.methods.base import AttentionMethod, LayerState
 from svg2.methods.registry import register_method
 from svg2.methods.selection import BudgetConfig
-from svg2.methods.static import check_grid, check_triple, tile_labels
+from svg2.methods.static import check_grid, tile_labels
 from svg2.permute import permutation_from_labels
 from svg2.plan import Plan
 

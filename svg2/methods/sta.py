@@ -47,9 +47,10 @@ from typing import ClassVar
 
 import torch
 
+from svg2.checks import check_triple
 from svg2.methods.base import LayerState, MethodConfig
 from svg2.methods.registry import register_method
-from svg2.methods.static import StaticMethod, check_triple, expand_block_map, expand_permutation, tile_layout
+from svg2.methods.static import StaticMethod, expand_block_map, expand_permutation, tile_layout
 from svg2.plan import Plan
 
 

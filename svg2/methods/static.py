@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Hashable
 import torch
 
 from svg2.blocks import BlockMap
-from svg2.checks import check_int
+from svg2.checks import check_triple
 from svg2.methods.base import AttentionMethod
 from svg2.permute import Permutation, permutation_from_labels
 
@@ -28,19 +28,6 @@ def check_grid(method: str, grid, tokens: int) -> tuple[int, int, int]:
     if math.prod(grid) != tokens:
         raise ValueError(f"grid={grid} has {math.prod(grid)} tokens; q has S={tokens}")
     return grid
-
-
-def check_triple(name: str, value, what: str = "(t, h, w)") -> tuple[int, int, int]:
-    """Three positive ints (lists from YAML become tuples)."""
-    try:
-        triple = tuple(value)
-        if len(triple) != 3:
-            raise ValueError
-        for x in triple:
-            check_int(name, x, minimum=1)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r}; expected three positive integers {what}") from None
-    return triple
 
 
 def block_sizes(tokens: int, block: int, device=None) -> torch.Tensor:
