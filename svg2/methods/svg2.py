@@ -62,7 +62,7 @@ _UPSTREAM = dict(num_k_clusters=1000, top_p=0.9, min_kc_ratio=0.1, kmeans_iters_
 def svg2_preset(name: str, **overrides) -> SVG2Config:
     if name not in SVG2_PRESETS:
         raise ValueError(f"preset={name!r}; expected one of {sorted(SVG2_PRESETS)}")
-    return SVG2Config(**{**_UPSTREAM, **SVG2_PRESETS[name], **overrides})
+    return SVG2Config(**{**SVG2Method.presets[name], **overrides})
 
 
 @register_method
