@@ -38,10 +38,15 @@ def axis_label(metric: str, timer: str | None = None, processes: int = 1) -> str
 
 
 def load_configs(folder) -> pd.DataFrame:
-    """One row per method configuration (and model, workload, hardware): metrics averaged over rows, with the
-    half-width of their 95 % t-interval over those rows (``<metric>_ci95``), ``rows`` (n) and ``writers`` (the
-    processes that wrote them, 'host/pid', where rows record it)."""
-    df = load_results(folder)
+    """``config_means`` of every row of a results folder."""
+    return config_means(load_results(folder))
+
+
+def config_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per method configuration (and model, workload, hardware): metrics averaged over the finished rows,
+    with the half-width of their 95 % t-interval over those rows (``<metric>_ci95``), ``rows`` (n) and
+    ``writers`` (the processes that wrote them, 'host/pid', where rows record it)."""
+    df = rows
     if "status" in df:
         df = df[df["status"] == "ok"]
     if df.empty:
@@ -246,10 +251,12 @@ def _footnotes(configs: pd.DataFrame, timer, processes: int, intervals: str = "B
     return notes
 
 
-def report(folder, frontier_cfg) -> tuple[Path, str]:
-    """Write ``frontier.png`` and ``frontier.md`` into a results folder; print the table and the plot path."""
+def report(folder, frontier_cfg, rows: pd.DataFrame | None = None) -> tuple[Path, str]:
+    """Write ``frontier.png`` and ``frontier.md`` into a results folder; print the table and the plot path.
+    ``rows``: the folder's rows where the caller has them already (None: loaded)."""
     folder = Path(folder)
-    configs = load_configs(folder)
+    rows = load_results(folder) if rows is None else rows
+    configs = config_means(rows)
     if configs.empty:
         print(f"no finished rows in {folder}; nothing to draw")
         return None, ""
@@ -262,8 +269,7 @@ def report(folder, frontier_cfg) -> tuple[Path, str]:
     densities = list(frontier_cfg.get("matched_density") or [])
     if densities:
         try:
-            text += "\n\n" + matched_tables(load_results(folder), [quality[0]], densities,
-                                            frontier_cfg.get("against"))[1]
+            text += "\n\n" + matched_tables(rows, [quality[0]], densities, frontier_cfg.get("against"))[1]
         except ValueError as e:  # a misspelt metrics.frontier.against: the rest of the report still stands
             text += f"\n\nmetrics.frontier.{e}"
     atomic_write(folder / "frontier.md", (text + "\n").encode())
