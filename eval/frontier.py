@@ -397,6 +397,5 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
 
 def figure_title(configs: pd.DataFrame) -> str:
     """'model: ... | workload: ... | hardware: ...' of the configurations."""
-    parts = [f"{c}: {', '.join(map(str, configs[c].dropna().unique()))}" for c in ("model", "workload", "hardware")
-             if c in configs]
+    parts = [f"{c}: {', '.join(map(str, configs[c].dropna().unique()))}" for c in COMPARE_GROUP if c in configs]
     return " | ".join(parts) or "frontiers"

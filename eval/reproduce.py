@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from eval.config import CONF
-from eval.frontier import CI, config_means, markdown_table, matched_tables, process_count
+from eval.frontier import CI, comparison_groups, config_means, markdown_table, matched_tables, process_count
 from eval.results import atomic_write, load_results
 
 VIDEO = [("psnr", "PSNR"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("density", "density"), ("flops", "FLOPs"),
@@ -41,11 +41,9 @@ def paper_tables(folder, rows: pd.DataFrame | None = None) -> list[tuple[str, pd
     configs = config_means(load_results(folder) if rows is None else rows)
     if configs.empty:
         raise ValueError(f"{folder} has no finished rows; expected the output of eval.sweep")
-    keys = [k for k in ("model", "workload", "hardware") if k in configs]
     tables = []
-    for group, part in configs.groupby(keys, dropna=False, sort=True):
-        group = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
-        columns = ATTENTION if group.get("workload") == "attention" else VIDEO
+    for title, part in comparison_groups(configs):
+        columns = ATTENTION if "workload" in part and part["workload"].iloc[0] == "attention" else VIDEO
         part = part.sort_values(["order", "label"])
         table = pd.DataFrame({"method": part["label"].values})
         cpu = "timer" in part and (part["timer"] == "cpu_wall").all()
@@ -63,7 +61,6 @@ def paper_tables(folder, rows: pd.DataFrame | None = None) -> list[tuple[str, pd
             if half is not None:
                 table[f"{name}{CI}"] = half.values
         table["n"] = part["rows"].values
-        title = " | ".join(f"{k}: {v}" for k, v in group.items())
         tables.append((title, table))
     return tables
 
