@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eval.compare import BOOTSTRAP_SEED, disambiguate, matched, t_interval, with_curves
+from eval.compare import (BOOTSTRAP_SEED, check_against, disambiguate, matched, sparse_curve_rows, t_interval,
+                          with_curves)
 from eval.results import atomic_write, load_results
 
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "lpips_vgg": False, "rel_l2": False,
@@ -293,10 +294,8 @@ def matched_tables(rows: pd.DataFrame, metrics: list[str], densities: list[float
     """(tidy frame, markdown) of every metric at matched sparse density, per comparison group: the mean over
     items with its t-interval, and the paired difference against one family with its bootstrap interval."""
     if against is not None:
-        ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-        known = sorted(set(with_curves(ok).query("~reference")["curve"])) if len(ok) else []
-        if against not in known:
-            raise ValueError(f"against={against!r} is not a method family of these rows; expected one of {known}")
+        sparse = sparse_curve_rows(rows)
+        check_against(against, sorted(set(sparse["curve"])) if len(sparse) else [])
     frames, text = [], []
     for title, part in comparison_groups(rows):
         sections = []
