@@ -46,16 +46,18 @@ def paired_difference(a, b, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, f
         return diff, float("nan"), float("nan")
     if np.allclose(a - b, diff, rtol=1e-12, atol=1e-12):  # BCa is undefined for a constant sample: a point
         return diff, diff, diff
+
+    def interval(**method):  # each from the same seed
+        return stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
+                               confidence_level=CONFIDENCE, rng=np.random.default_rng(seed),
+                               **method).confidence_interval
+
     with warnings.catch_warnings():
         # BCa needs a non-degenerate jackknife; on a few items it can fail (a warning and NaN): percentile then
         warnings.simplefilter("ignore")
-        res = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                              confidence_level=CONFIDENCE, rng=np.random.default_rng(seed))
-    low, high = res.confidence_interval
+        low, high = interval()
     if not (np.isfinite(low) and np.isfinite(high)):
-        res = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                              confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
-        low, high = res.confidence_interval
+        low, high = interval(method="percentile")
     return diff, float(low), float(high)
 
 
