@@ -18,13 +18,14 @@ class FrontierReport(Callback):
         from eval.results import ResultStore
 
         store = ResultStore(config.results_dir)
-        store.combine()  # whole even where the last jobs combined under a stream of rows
+        combined = store.combine()  # whole even where the last jobs combined under a stream of rows
         if config.get("report", True):
             from eval.frontier import report
 
-            report(config.results_dir, config.metrics.frontier)
+            # the rows just combined; without a rows/ folder the report loads (and says there are none)
+            report(config.results_dir, config.metrics.frontier, combined if store.rows_dir.is_dir() else None)
         since = getattr(self, "started", "")
-        rows = [r for r in store.rows() if str(r.get("finished_at", "")) >= since]
+        rows = [r for r in store.rows() if str(r.get("finished_at", "")) >= since]  # parsed by combine already
         failed = sum(r.get("status") != "ok" for r in rows)
         print(f"multirun: {len(rows) - failed} rows ok, {failed} failed in {config.results_dir}")
         if failed and not config.get("allow_failures", False):

@@ -46,16 +46,18 @@ def paired_difference(a, b, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, f
         return diff, float("nan"), float("nan")
     if np.allclose(a - b, diff, rtol=1e-12, atol=1e-12):  # BCa is undefined for a constant sample: a point
         return diff, diff, diff
+
+    def interval(**method):  # each from the same seed
+        return stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
+                               confidence_level=CONFIDENCE, rng=np.random.default_rng(seed),
+                               **method).confidence_interval
+
     with warnings.catch_warnings():
         # BCa needs a non-degenerate jackknife; on a few items it can fail (a warning and NaN): percentile then
         warnings.simplefilter("ignore")
-        res = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                              confidence_level=CONFIDENCE, rng=np.random.default_rng(seed))
-    low, high = res.confidence_interval
+        low, high = interval()
     if not (np.isfinite(low) and np.isfinite(high)):
-        res = stats.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                              confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
-        low, high = res.confidence_interval
+        low, high = interval(method="percentile")
     return diff, float(low), float(high)
 
 
@@ -120,14 +122,30 @@ def interpolate(x, y, at: float) -> float:
     return float(np.interp(np.log(at), np.log(x[order]), y[order]))
 
 
-def item_curves(rows: pd.DataFrame, metric: str, densities, x: str = "sparse_density") -> pd.DataFrame:
-    """One row per (curve, item): the metric interpolated at each density (columns), from that item's rows."""
+def sparse_curve_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The finished rows of the sparse configs (the reference's left out) with their curves (``with_curves``);
+    the finished rows as they are where there are none."""
     if "status" in rows:
         rows = rows[rows["status"] == "ok"]
-    if rows.empty or metric not in rows or x not in rows:
-        return pd.DataFrame()
+    if rows.empty:
+        return rows
     rows = with_curves(rows)
-    rows = rows[~rows["reference"]]
+    return rows[~rows["reference"]]
+
+
+def check_against(against: str, known: list[str]) -> None:
+    """ValueError unless ``against`` is one of the curve labels ``known``."""
+    if against not in known:
+        raise ValueError(f"against={against!r} is not a method family of these rows; expected one of {known}")
+
+
+def item_curves(rows: pd.DataFrame, metric: str, densities, x: str = "sparse_density") -> pd.DataFrame:
+    """One row per (curve, item): the metric interpolated at each density (columns), from that item's rows."""
+    if metric not in rows or x not in rows:
+        return pd.DataFrame()
+    rows = sparse_curve_rows(rows)
+    if rows.empty:
+        return pd.DataFrame()
     out = []
     for (_, *item), part in rows.groupby(["curve_key", *ITEM], sort=True, dropna=False):
         values = {d: interpolate(part[x].to_numpy(float), part[metric].to_numpy(float), d) for d in densities}
@@ -167,8 +185,7 @@ def matched(rows: pd.DataFrame, metric: str, densities, against: str | None = No
         return pd.DataFrame(columns=MATCHED_COLUMNS)
     curves = curves_in_order(per_item)
     against = against or curves[0]
-    if against not in curves:
-        raise ValueError(f"against={against!r} is not a method family of these rows; expected one of {curves}")
+    check_against(against, curves)
     base = per_item[per_item["curve"] == against].set_index(ITEM)
     out = []
     for curve in curves:

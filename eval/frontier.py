@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eval.compare import BOOTSTRAP_SEED, disambiguate, matched, t_interval, with_curves
+from eval.compare import (BOOTSTRAP_SEED, check_against, disambiguate, matched, sparse_curve_rows, t_interval,
+                          with_curves)
 from eval.results import atomic_write, load_results
 
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "lpips_vgg": False, "rel_l2": False,
@@ -38,10 +39,15 @@ def axis_label(metric: str, timer: str | None = None, processes: int = 1) -> str
 
 
 def load_configs(folder) -> pd.DataFrame:
-    """One row per method configuration (and model, workload, hardware): metrics averaged over rows, with the
-    half-width of their 95 % t-interval over those rows (``<metric>_ci95``), ``rows`` (n) and ``writers`` (the
-    processes that wrote them, 'host/pid', where rows record it)."""
-    df = load_results(folder)
+    """``config_means`` of every row of a results folder."""
+    return config_means(load_results(folder))
+
+
+def config_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per method configuration (and model, workload, hardware): metrics averaged over the finished rows,
+    with the half-width of their 95 % t-interval over those rows (``<metric>_ci95``), ``rows`` (n) and
+    ``writers`` (the processes that wrote them, 'host/pid', where rows record it)."""
+    df = rows
     if "status" in df:
         df = df[df["status"] == "ok"]
     if df.empty:
@@ -246,10 +252,12 @@ def _footnotes(configs: pd.DataFrame, timer, processes: int, intervals: str = "B
     return notes
 
 
-def report(folder, frontier_cfg) -> tuple[Path, str]:
-    """Write ``frontier.png`` and ``frontier.md`` into a results folder; print the table and the plot path."""
+def report(folder, frontier_cfg, rows: pd.DataFrame | None = None) -> tuple[Path, str]:
+    """Write ``frontier.png`` and ``frontier.md`` into a results folder; print the table and the plot path.
+    ``rows``: the folder's rows where the caller has them already (None: loaded)."""
     folder = Path(folder)
-    configs = load_configs(folder)
+    rows = load_results(folder) if rows is None else rows
+    configs = config_means(rows)
     if configs.empty:
         print(f"no finished rows in {folder}; nothing to draw")
         return None, ""
@@ -262,8 +270,7 @@ def report(folder, frontier_cfg) -> tuple[Path, str]:
     densities = list(frontier_cfg.get("matched_density") or [])
     if densities:
         try:
-            text += "\n\n" + matched_tables(load_results(folder), [quality[0]], densities,
-                                            frontier_cfg.get("against"))[1]
+            text += "\n\n" + matched_tables(rows, [quality[0]], densities, frontier_cfg.get("against"))[1]
         except ValueError as e:  # a misspelt metrics.frontier.against: the rest of the report still stands
             text += f"\n\nmetrics.frontier.{e}"
     atomic_write(folder / "frontier.md", (text + "\n").encode())
@@ -287,10 +294,8 @@ def matched_tables(rows: pd.DataFrame, metrics: list[str], densities: list[float
     """(tidy frame, markdown) of every metric at matched sparse density, per comparison group: the mean over
     items with its t-interval, and the paired difference against one family with its bootstrap interval."""
     if against is not None:
-        ok = rows[rows["status"] == "ok"] if "status" in rows else rows
-        known = sorted(set(with_curves(ok).query("~reference")["curve"])) if len(ok) else []
-        if against not in known:
-            raise ValueError(f"against={against!r} is not a method family of these rows; expected one of {known}")
+        sparse = sparse_curve_rows(rows)
+        check_against(against, sorted(set(sparse["curve"])) if len(sparse) else [])
     frames, text = [], []
     for title, part in comparison_groups(rows):
         sections = []
@@ -391,6 +396,5 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
 
 def figure_title(configs: pd.DataFrame) -> str:
     """'model: ... | workload: ... | hardware: ...' of the configurations."""
-    parts = [f"{c}: {', '.join(map(str, configs[c].dropna().unique()))}" for c in ("model", "workload", "hardware")
-             if c in configs]
+    parts = [f"{c}: {', '.join(map(str, configs[c].dropna().unique()))}" for c in COMPARE_GROUP if c in configs]
     return " | ".join(parts) or "frontiers"

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from eval.config import CONF
-from eval.frontier import CI, load_configs, markdown_table, matched_tables, process_count
+from eval.frontier import CI, comparison_groups, config_means, markdown_table, matched_tables, process_count
 from eval.results import atomic_write, load_results
 
 VIDEO = [("psnr", "PSNR"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("density", "density"), ("flops", "FLOPs"),
@@ -34,17 +34,16 @@ def _flops_unit(values: pd.Series) -> tuple[float, str]:
     return 1e6, "MFLOPs"
 
 
-def paper_tables(folder) -> list[tuple[str, pd.DataFrame]]:
+def paper_tables(folder, rows: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) per (model, workload, hardware) group of the folder's configurations; a column '<name> ±95%'
-    beside each value holds the half-width of its t-interval (NaN with one row), 'n' the rows averaged."""
-    configs = load_configs(folder)
+    beside each value holds the half-width of its t-interval (NaN with one row), 'n' the rows averaged.
+    ``rows``: the folder's rows where the caller has them already (None: loaded)."""
+    configs = config_means(load_results(folder) if rows is None else rows)
     if configs.empty:
         raise ValueError(f"{folder} has no finished rows; expected the output of eval.sweep")
-    keys = [k for k in ("model", "workload", "hardware") if k in configs]
     tables = []
-    for group, part in configs.groupby(keys, dropna=False, sort=True):
-        group = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
-        columns = ATTENTION if group.get("workload") == "attention" else VIDEO
+    for title, part in comparison_groups(configs):
+        columns = ATTENTION if "workload" in part and part["workload"].iloc[0] == "attention" else VIDEO
         part = part.sort_values(["order", "label"])
         table = pd.DataFrame({"method": part["label"].values})
         cpu = "timer" in part and (part["timer"] == "cpu_wall").all()
@@ -62,7 +61,6 @@ def paper_tables(folder) -> list[tuple[str, pd.DataFrame]]:
             if half is not None:
                 table[f"{name}{CI}"] = half.values
         table["n"] = part["rows"].values
-        title = " | ".join(f"{k}: {v}" for k, v in group.items())
         tables.append((title, table))
     return tables
 
@@ -90,8 +88,9 @@ def main(argv=None) -> None:
     ap.add_argument("--densities", type=_density, nargs="+", default=None,
                     help="sparse densities of the matched comparison (default: metrics.frontier.matched_density)")
     args = ap.parse_args(argv)
+    rows = load_results(args.folder)
     md, csv = [], []
-    for title, table in paper_tables(args.folder):
+    for title, table in paper_tables(args.folder, rows):
         md.append(f"### {title}\n\n{markdown_table(table)}\n")
         buf = io.StringIO()
         table.assign(group=title).to_csv(buf, index=False, float_format="%.6g")
@@ -100,8 +99,7 @@ def main(argv=None) -> None:
     if any("CPU time ratio" in t for t in md):
         note += "Speedups measured on the CPU are wall-clock time ratios of this machine, not speedups of the method.\n"
     try:
-        frame, text = matched_tables(load_results(args.folder), QUALITY, args.densities or default_densities(),
-                                     args.against)
+        frame, text = matched_tables(rows, QUALITY, args.densities or default_densities(), args.against)
     except ValueError as e:
         ap.error(str(e))
     matched_csv = frame.to_csv(index=False, float_format="%.6g") if len(frame) else ""

@@ -82,6 +82,7 @@ class ResultStore:
         self.claims = Claims(self.folder / "claims", claim_stale_s)
         self.skipped_claimed: list[str] = []
         self.duplicates: list[str] = []
+        self._parsed: dict[str, tuple[tuple, dict]] = {}  # row file name -> (its stamp when read, its row)
 
     def path(self, key: str) -> Path:
         return self.rows_dir / f"{key}.json"
@@ -128,15 +129,7 @@ class ResultStore:
 
     def rows(self) -> list[dict]:
         """One row per key, in key order: the finished one where there is one, else the last failed attempt."""
-        by_key: dict[str, dict] = {}
-        for p in sorted(self.rows_dir.glob("[!.]*.json")):
-            row = _read_row(p)
-            if row is None:
-                continue
-            key = row.get("key", p.name.split(".")[0])
-            if key not in by_key or row.get("status") == "ok":
-                by_key[key] = row
-        return [by_key[k] for k in sorted(by_key)]
+        return self._rows(self._row_files())[0]
 
     def frame(self) -> pd.DataFrame:
         return rows_frame(self.rows())
@@ -144,33 +137,78 @@ class ResultStore:
     def combine(self) -> pd.DataFrame:
         """Rebuild the combined tables. Writers that combine at the same time each check, after writing, that no
         row file changed since they read them, and combine again if one did, so the last table written holds
-        every row (after a few rounds under a stream of new rows, the next combine catches up)."""
+        every row (after a few rounds under a stream of new rows, the next combine catches up). Only row files
+        new or changed since this store last read them are parsed again."""
+        files = self._row_files()
         for _ in range(3):
-            seen = self._row_files()
-            df = self.frame()
+            rows, seen = self._rows(files)
+            df = rows_frame(rows)
             if len(df):
                 atomic_write(self.folder / "results.csv", df.to_csv(index=False).encode())
                 flat = df.copy()
                 for col in flat.columns:  # parquet wants one type per column
-                    if flat[col].map(lambda v: isinstance(v, (list, dict))).any():
-                        flat[col] = flat[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
-                    elif flat[col].dtype == object:
+                    if flat[col].dtype == object:
                         flat[col] = flat[col].map(lambda v: None if v is None else str(v))
                 buf = io.BytesIO()
                 flat.to_parquet(buf, index=False)
                 atomic_write(self.folder / "results.parquet", buf.getvalue())
-            if self._row_files() == seen:
+            files = self._row_files()
+            if files == seen:
                 break
         return df
 
-    def _row_files(self) -> set:
-        out = set()
-        for p in self.rows_dir.glob("[!.]*.json"):
+    def _row_files(self) -> dict[str, tuple]:
+        """Stamp (inode, mtime, size) of every row file (finished or failed) by name: one listing of rows/."""
+        try:
+            entries = list(os.scandir(self.rows_dir))
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):  # temporary files
+                continue
             try:
-                out.add((p.name, p.stat().st_mtime_ns))
+                out[entry.name] = _stamp(entry.stat())
             except FileNotFoundError:
                 pass
         return out
+
+    def _rows(self, files: dict[str, tuple]) -> tuple[list[dict], dict[str, tuple]]:
+        """(``rows()`` of these row files, their stamps as read). A file is parsed again only when its stamp
+        changed since this store read it: row files are published by link or rename, so any change is a new
+        inode."""
+        seen, parsed, by_key = dict(files), {}, {}
+        for name in sorted(files):
+            cached = self._parsed.get(name)
+            if cached is not None and cached[0] == files[name]:
+                parsed[name] = cached
+            else:
+                stamp, row = _read_stamped(self.rows_dir / name)
+                if row is None:
+                    continue
+                parsed[name] = (stamp, row)
+                seen[name] = stamp  # what was read, where the file changed since it was listed
+            row = parsed[name][1]
+            key = row.get("key", name.split(".")[0])
+            if key not in by_key or row.get("status") == "ok":
+                by_key[key] = row
+        self._parsed = parsed  # files gone (failed attempts of keys since finished) are forgotten
+        return [by_key[k] for k in sorted(by_key)], seen
+
+
+def _stamp(st: os.stat_result) -> tuple:
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _read_stamped(path: Path) -> tuple[tuple | None, dict | None]:
+    """(stamp, row) of one row file as read (the stamp of the very file read); (None, None) where it is gone or
+    not complete yet."""
+    try:
+        with open(path) as f:
+            stamp, text = _stamp(os.fstat(f.fileno())), f.read()
+        return stamp, json.loads(text)
+    except (FileNotFoundError, json.JSONDecodeError):  # gone, or not complete yet (no hard links there)
+        return None, None
 
 
 def _read_row(path: Path) -> dict | None:

@@ -45,6 +45,11 @@ def hardware(device: str) -> str:
     return env["gpu"] if device.startswith("cuda") else f"CPU: {env['cpu']} ({env['cpu_count']} cores)"
 
 
+def prefixed_columns(prefix: str, values: dict) -> dict:
+    """``values`` as row columns '<prefix>.<name>', a list or tuple as its str (one scalar per cell)."""
+    return {f"{prefix}.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in values.items()}
+
+
 def method_columns(method) -> dict:
     """What a row records of its method: the effective config values (``method.<field>``), its label, table
     order, budget-curve family and whether it is the reference. A family's configs differ only in the value of
@@ -56,7 +61,7 @@ def method_columns(method) -> dict:
     return dict(method=method.name, label=method.config.label(), order=method.order, reference=method.is_reference,
                 family=method.config.family(), budget=method.config.budget_label(),
                 family_key=stable_key(method.name, family), config_key=stable_key(method.name, config),
-                **{f"method.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items()})
+                **prefixed_columns("method", config))
 
 
 @dataclass
@@ -140,9 +145,8 @@ def _run(cfg: DictConfig, job_num: int | None) -> Summary:
     # what the row's numbers depend on beyond method, model, workload and item: how they are computed
     measured = {k: v for k, v in OmegaConf.to_container(cfg.metrics, resolve=True).items() if k != "frontier"}
     identity = dict(sweep=cfg.sweep.name, model=model.name, model_kind=model.kind, workload=workload.name,
-                    **{f"workload.{k}": (str(v) if isinstance(v, (list, tuple)) else v)
-                       for k, v in workload.identity().items() if k != "name"},
-                    **{f"metrics.{k}": (str(v) if isinstance(v, (list, tuple)) else v) for k, v in measured.items()},
+                    **prefixed_columns("workload", {k: v for k, v in workload.identity().items() if k != "name"}),
+                    **prefixed_columns("metrics", measured),
                     device=device, hardware=hardware(device), pid=os.getpid(), world_size=ranks.world_size,
                     **environment())
     # a parallel row is its own measurement (its timings); a single-process row keeps the key it always had

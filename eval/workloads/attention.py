@@ -35,8 +35,11 @@ class Captured:
     video: tuple | None = None           # (start, stop) of the video tokens in a joint (video + text) sequence
     key_mask: torch.Tensor | None = None  # (B, S) bool, False for padding text tokens
 
-    def joint(self) -> dict:
-        return dict(video=slice(*self.video), key_mask=self.key_mask) if self.video is not None else {}
+    def joint(self, device) -> dict:
+        """The joint-sequence keywords of this call, its key mask on ``device``; none for a video-only call."""
+        if self.video is None:
+            return {}
+        return dict(video=slice(*self.video), key_mask=None if self.key_mask is None else self.key_mask.to(device))
 
 
 class CaptureMethod(METHODS[REFERENCE]):
@@ -188,13 +191,11 @@ def run_attention_item(workload: AttentionWorkload, calls: list[Captured], metho
     dtype = getattr(torch, workload.dtype)
     method.reset(num_steps=workload.steps)
     method.record_plans = True
-    errors, per_call, dense_ms, sparse_ms, quality = [], [], [], [], []
+    errors, per_call, dense_ms, sparse_ms = [], [], [], []
     for c in sorted(calls, key=lambda c: (c.step, c.layer, c.branch)):
         q, k, v = (t.to(device, dtype) for t in (c.q, c.k, c.v))
-        joint = c.joint()
+        joint = c.joint(device)
         mask = joint.get("key_mask")
-        mask = mask.to(device) if mask is not None else None
-        joint = {**joint, "key_mask": mask} if joint else {}
 
         def call():
             return method(q, k, v, layer=c.layer, branch=c.branch, grid=c.grid, **joint)
@@ -209,7 +210,6 @@ def run_attention_item(workload: AttentionWorkload, calls: list[Captured], metho
             video = joint.get("video", slice(None))
             heads = {f"{name}_heads": values.tolist() for name, values in plan_quality(
                 q[:, :, video], k[:, :, video], method.last_plan).items()}
-            quality.append(heads)
         if workload.repeats:
             saved_state, saved_stats = copy.deepcopy(method.state), list(method.stats)
             sparse_ms.append(median_ms(clock, call, workload.repeats, workload.warmup))
@@ -224,9 +224,9 @@ def run_attention_item(workload: AttentionWorkload, calls: list[Captured], metho
     row.update(rel_l2=sum(e[0] for e in errors) / len(errors), cos_err=sum(e[1] for e in errors) / len(errors),
                timer=clock.label, attn_ms=sum(sparse_ms) if sparse_ms else None,
                attn_ms_dense=sum(dense_ms) if dense_ms else None,
-               speedup_attn=ratio(sum(dense_ms), sum(sparse_ms)) if sparse_ms else None, flops_ratio=row["density"],
+               speedup_attn=ratio(sum(dense_ms), sum(sparse_ms)), flops_ratio=row["density"],  # speedup None untimed
                tokens=calls[0].q.shape[2], per_call=per_call)
     for name in ("recall", "mass_err", "waste"):  # means over calls and heads (NaN-free means; None if none)
-        values = [x for h in quality for x in h[f"{name}_heads"] if x == x]
+        values = [x for call in per_call for x in call.get(f"{name}_heads", []) if x == x]
         row[name] = sum(values) / len(values) if values else None
     return row
