@@ -212,10 +212,7 @@ def _read_stamped(path: Path) -> tuple[tuple | None, dict | None]:
 
 
 def _read_row(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):  # gone, or not complete yet (no hard links there)
-        return None
+    return _read_stamped(path)[1]
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
