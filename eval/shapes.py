@@ -1,8 +1,9 @@
 """The one registry of real video-model shapes: FLOPs, benchmarks and CLIs name a shape by its key here.
 
-An entry is built from the model's public transformer configuration (``eval/model_configs/<repo>/transformer.json``,
-its source named inside) and the generation it describes (frames, height, width, prompt tokens, CFG branches,
-steps): layers, heads, head dim, MLP width and the latent token grid are read off that configuration, so the
+An entry is built from the model's public transformer and VAE configurations
+(``eval/model_configs/<repo>/{transformer,vae}.json``, their sources named inside) and the generation it describes
+(frames, height, width, prompt tokens, CFG branches, steps): layers, heads, head dim, MLP width and the latent token
+grid are read off those configurations (the grid as the harness reads it, by the family's ``ModelSpec``), so the
 FLOPs account and the random-weight transformer of ``eval.bench.e2e`` cannot disagree.
 
     from eval.shapes import SHAPES, get_shape
@@ -60,27 +61,20 @@ def latent_size(frames: int, height: int, width: int, temporal: int = 4, spatial
     return (frames - 1) // temporal + 1, height // spatial, width // spatial
 
 
-def latent_grid(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8,
-                patch: tuple[int, int, int] = (1, 2, 2)) -> tuple[int, int, int]:
-    """Token grid of a causal-VAE latent: ((frames-1)/temporal + 1)/pt, (h/spatial)/ph, (w/spatial)/pw."""
-    f, h, w = latent_size(frames, height, width, temporal, spatial)
-    return math.ceil(f / patch[0]), h // patch[1], w // patch[2]
-
-
-def latent_tokens(*args, **kwargs) -> int:
-    return math.prod(latent_grid(*args, **kwargs))
-
-
 def from_transformer(name: str, config: dict, video: tuple[int, int, int], text_tokens: int, *,
                      image_tokens: int = 0, cfg_branches: int = 2, steps: int = 50,
-                     configs: str | None = None) -> ModelShape:
+                     configs: str | None = None, vae_config: dict | None = None) -> ModelShape:
     """The shape of generating ``video`` = (frames, height, width) with a diffusers transformer ``config``
-    (its ``_class_name`` picks the architecture)."""
+    (its ``_class_name`` picks the architecture). The latent grid is the family's (``ModelSpec.latent_grid``) under
+    ``vae_config``; None: the VAE configuration committed in ``configs``, or the family's default VAE without one."""
     from svg2.diffusers import transformer_spec
 
     cls = config.get("_class_name")
-    dims = transformer_spec(str(cls)).dims(config)  # an unsupported class is an error naming the supported ones
-    grid = latent_grid(*video, patch=dims["patch"])  # (the VAEs of all three families: 4x in time, 8x in space)
+    spec = transformer_spec(str(cls))  # an unsupported class is an error naming the supported ones
+    dims = spec.dims(config)
+    if vae_config is None:
+        vae_config = load_config(configs, "vae") if configs is not None else {}
+    grid = tuple(spec.latent_grid(config, vae_config, *video))
     kept = {k: v for k, v in config.items() if k == "_class_name" or not k.startswith("_")}  # not "_source"
     return ModelShape(name, dims["layers"], dims["heads"], dims["head_dim"], dims["mlp_dim"], math.prod(grid),
                       text_tokens, joint=dims["joint"], image_tokens=image_tokens, cfg_branches=cfg_branches,
