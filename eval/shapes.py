@@ -47,6 +47,11 @@ class ModelShape:
         """Tokens of one self-attention call: the video tokens, plus the prompt's in a joint model."""
         return self.video_tokens + (self.text_tokens if self.joint else 0)
 
+    @property
+    def attention_calls(self) -> int:
+        """Self-attention calls of a generation: one per step, layer and CFG branch."""
+        return self.steps * self.layers * self.cfg_branches
+
     def with_transformer(self, **changes) -> ModelShape:
         """The same generation on a transformer whose configuration differs by ``changes`` (e.g. fewer layers)."""
         if self.transformer_config is None:
