@@ -154,25 +154,11 @@ def fit_dense_steps(shape: ModelShape, density: float, dense_pflops: float, spar
     return shape.steps * (dense_share - layer_share) / (1 - layer_share)
 
 
-def _warmup_arg(text: str) -> float:
-    value = float(text)
-    if value < 0 or (value >= 1 and not value.is_integer()):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in [0, 1) or a whole number of steps")
-    return value
-
-
-def _density_arg(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in [0, 1]")
-    return value
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Print the FLOPs and density columns of a configuration.")
     ap.add_argument("model", choices=sorted(SHAPES))
-    ap.add_argument("--density", type=_density_arg, nargs="+", default=[1.0], help="sparse-call attention density")
-    ap.add_argument("--dense-steps", type=_warmup_arg, default=0,
+    ap.add_argument("--density", type=float, nargs="+", default=[1.0], help="sparse-call attention density")
+    ap.add_argument("--dense-steps", type=float, default=0,
                     help="dense warm-up: a fraction of the steps in [0, 1) or a number of steps")
     ap.add_argument("--dense-layers", type=int, default=0, help="first layers dense on every step")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the shape's)")
@@ -186,7 +172,9 @@ def main(argv=None) -> None:
         if args.steps < 1:
             ap.error(f"--steps {args.steps}: expected at least 1")
         shape = replace(shape, steps=args.steps)
-    try:
+    try:  # the checks the accounts make, as usage errors before any is made
+        for d in args.density:
+            check_density(d)
         dense_calls(shape, args.dense_steps, args.dense_layers)
     except ValueError as err:
         ap.error(str(err))
