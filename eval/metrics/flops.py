@@ -29,10 +29,10 @@ column is 40 steps of the T2V step.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import replace
 
 from eval.shapes import SHAPES, ModelShape
+from svg2.methods.base import dense_step_count
 
 
 def layer_flops(shape: ModelShape, density: float = 1.0) -> tuple[float, float]:
@@ -67,7 +67,7 @@ def warmup_steps(shape: ModelShape, dense_steps: float) -> int:
     if dense_steps < 0 or (dense_steps >= 1 and not float(dense_steps).is_integer()) or dense_steps > shape.steps:
         raise ValueError(f"dense_steps={dense_steps!r}; expected a fraction in [0, 1) or a whole number of steps "
                          f"up to the {shape.steps} of {shape.name}")
-    return math.ceil(dense_steps * shape.steps) if dense_steps < 1 else int(dense_steps)
+    return int(dense_step_count(dense_steps, shape.steps))
 
 
 def dense_calls(shape: ModelShape, dense_steps: float = 0, dense_layers: int = 0) -> int:
