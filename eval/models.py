@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from eval.shapes import SHAPES, ModelShape
+from eval.shapes import SHAPES, ModelShape, from_spec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -85,15 +85,14 @@ class ModelConfig:
         """The FLOPs shape of a generation: the named paper shape at this generation's tokens and steps, or the
         one the transformer's config gives."""
         tconfig, vconfig = self.configs()
-        grid = tuple(self.spec.latent_grid(tconfig, vconfig, frames, height, width))
-        run = dict(video_tokens=math.prod(grid), cfg_branches=self.spec.cfg_branches(guidance_scale), steps=steps)
-        if self.flops_shape is not None:
-            named = SHAPES[self.flops_shape]
-            if named.video_tokens != run["video_tokens"]:  # its committed configs describe another video size
-                run["configs"] = None
-            return ModelShape(**{**named.__dict__, **run})
-        dims = {k: v for k, v in self.spec.dims(tconfig).items() if k != "patch"}
-        return ModelShape(name=self.name, **dims, **run, grid=grid, video=(frames, height, width))
+        run = dict(cfg_branches=self.spec.cfg_branches(guidance_scale), steps=steps)
+        own = from_spec(self.spec, self.name, tconfig, vconfig, (frames, height, width), **run)
+        if self.flops_shape is None:
+            return own
+        named = SHAPES[self.flops_shape]
+        # its committed configs describe another video size when the tokens differ
+        configs = named.configs if named.video_tokens == own.video_tokens else None
+        return replace(named, video_tokens=own.video_tokens, configs=configs, **run)
 
 
 def weights_fingerprint(path: str) -> str | None:

@@ -14,9 +14,9 @@ import os
 import socket
 from dataclasses import dataclass
 
-from svg2.parallel import Ulysses, init_ranks
+from svg2.parallel import Ulysses, init_ranks, launched
 
-_LAUNCHER = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+__all__ = ["Ranks", "launched", "rank_device", "spawn"]
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,7 @@ class Ranks:
 
     def gather(self, value) -> list:
         """Every rank's ``value``, in rank order."""
-        if self.ulysses is None:
-            return [value]
-        import torch.distributed as dist
-
-        out = [None] * self.world_size
-        dist.all_gather_object(out, value, group=self.ulysses.group)
-        return out
+        return [value] if self.ulysses is None else self.ulysses.gather_objects(value)
 
     def whole_calls(self, calls: list[dict]) -> list[dict]:
         """A generation's attention-call rows (``CallStats.as_row``) as rows of the whole calls: each rank held H/P
@@ -79,11 +73,6 @@ class Ranks:
         out = work() if self.writer else None
         dist.barrier(group=self.ulysses.group)
         return out if self.writer else work()
-
-
-def launched() -> bool:
-    """True in a rank a launcher (torchrun, or ``spawn``) started."""
-    return all(k in os.environ for k in _LAUNCHER)
 
 
 def rank_device(device: str, world_size: int) -> str:

@@ -1,8 +1,9 @@
 """The one registry of real video-model shapes: FLOPs, benchmarks and CLIs name a shape by its key here.
 
-An entry is built from the model's public transformer configuration (``eval/model_configs/<repo>/transformer.json``,
-its source named inside) and the generation it describes (frames, height, width, prompt tokens, CFG branches,
-steps): layers, heads, head dim, MLP width and the latent token grid are read off that configuration, so the
+An entry is built from the model's public transformer and VAE configurations
+(``eval/model_configs/<repo>/{transformer,vae}.json``, their sources named inside) and the generation it describes
+(frames, height, width, prompt tokens, CFG branches, steps): layers, heads, head dim, MLP width and the latent token
+grid are read off those configurations (the grid as the harness reads it, by the family's ``ModelSpec``), so the
 FLOPs account and the random-weight transformer of ``eval.bench.e2e`` cannot disagree.
 
     from eval.shapes import SHAPES, get_shape
@@ -46,6 +47,11 @@ class ModelShape:
         """Tokens of one self-attention call: the video tokens, plus the prompt's in a joint model."""
         return self.video_tokens + (self.text_tokens if self.joint else 0)
 
+    @property
+    def attention_calls(self) -> int:
+        """Self-attention calls of a generation: one per step, layer and CFG branch."""
+        return self.steps * self.layers * self.cfg_branches
+
     def with_transformer(self, **changes) -> ModelShape:
         """The same generation on a transformer whose configuration differs by ``changes`` (e.g. fewer layers)."""
         if self.transformer_config is None:
@@ -60,32 +66,37 @@ def latent_size(frames: int, height: int, width: int, temporal: int = 4, spatial
     return (frames - 1) // temporal + 1, height // spatial, width // spatial
 
 
-def latent_grid(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8,
-                patch: tuple[int, int, int] = (1, 2, 2)) -> tuple[int, int, int]:
-    """Token grid of a causal-VAE latent: ((frames-1)/temporal + 1)/pt, (h/spatial)/ph, (w/spatial)/pw."""
-    f, h, w = latent_size(frames, height, width, temporal, spatial)
-    return math.ceil(f / patch[0]), h // patch[1], w // patch[2]
+def from_spec(spec, name: str, config: dict, vae_config: dict, video: tuple[int, int, int],
+              text_tokens: int | None = None, *, image_tokens: int | None = None, cfg_branches: int | None = None,
+              steps: int = 50, **fields) -> ModelShape:
+    """The shape of generating ``video`` = (frames, height, width) with a transformer of the family ``spec``
+    (an ``svg2.diffusers`` ``ModelSpec``) under its ``config`` and the VAE's ``vae_config``: layers, heads, widths
+    and, unless given, prompt and image tokens from ``spec.dims``, the latent grid from ``spec.latent_grid``, CFG
+    branches (unless given) as a guided generation runs them. ``fields``: the rest of ``ModelShape``."""
+    dims = spec.dims(config)
+    grid = tuple(spec.latent_grid(config, vae_config, *video))
+    return ModelShape(name, dims["layers"], dims["heads"], dims["head_dim"], dims["mlp_dim"], math.prod(grid),
+                      dims["text_tokens"] if text_tokens is None else text_tokens, joint=dims["joint"],
+                      image_tokens=dims["image_tokens"] if image_tokens is None else image_tokens,
+                      cfg_branches=spec.cfg_branches(math.inf) if cfg_branches is None else cfg_branches,
+                      steps=steps, grid=grid, video=tuple(video), **fields)
 
 
-def latent_tokens(*args, **kwargs) -> int:
-    return math.prod(latent_grid(*args, **kwargs))
-
-
-def from_transformer(name: str, config: dict, video: tuple[int, int, int], text_tokens: int, *,
-                     image_tokens: int = 0, cfg_branches: int = 2, steps: int = 50,
-                     configs: str | None = None) -> ModelShape:
-    """The shape of generating ``video`` = (frames, height, width) with a diffusers transformer ``config``
-    (its ``_class_name`` picks the architecture)."""
+def from_transformer(name: str, config: dict, video: tuple[int, int, int], text_tokens: int | None = None, *,
+                     image_tokens: int | None = None, cfg_branches: int | None = None, steps: int = 50,
+                     configs: str | None = None, vae_config: dict | None = None) -> ModelShape:
+    """``from_spec`` for a diffusers transformer ``config`` (its ``_class_name`` picks the family), keeping the
+    configuration to build the transformer from. ``vae_config`` None: the VAE configuration committed in
+    ``configs``, or the family's default VAE without one."""
     from svg2.diffusers import transformer_spec
 
     cls = config.get("_class_name")
-    dims = transformer_spec(str(cls)).dims(config)  # an unsupported class is an error naming the supported ones
-    grid = latent_grid(*video, patch=dims["patch"])  # (the VAEs of all three families: 4x in time, 8x in space)
+    spec = transformer_spec(str(cls))  # an unsupported class is an error naming the supported ones
+    if vae_config is None:
+        vae_config = load_config(configs, "vae") if configs is not None else {}
     kept = {k: v for k, v in config.items() if k == "_class_name" or not k.startswith("_")}  # not "_source"
-    return ModelShape(name, dims["layers"], dims["heads"], dims["head_dim"], dims["mlp_dim"], math.prod(grid),
-                      text_tokens, joint=dims["joint"], image_tokens=image_tokens, cfg_branches=cfg_branches,
-                      steps=steps, grid=grid, video=tuple(video), transformer=cls, transformer_config=kept,
-                      configs=configs)
+    return from_spec(spec, name, config, vae_config, video, text_tokens, image_tokens=image_tokens,
+                     cfg_branches=cfg_branches, steps=steps, transformer=cls, transformer_config=kept, configs=configs)
 
 
 def load_config(folder: str, component: str) -> dict:
@@ -97,18 +108,19 @@ def load_config(folder: str, component: str) -> dict:
     return json.loads(path.read_text())
 
 
-def _real(name: str, folder: str, video, text_tokens: int, **kwargs) -> ModelShape:
-    return from_transformer(name, load_config(folder, "transformer"), video, text_tokens, configs=folder, **kwargs)
+def _real(name: str, folder: str, video, **kwargs) -> ModelShape:
+    return from_transformer(name, load_config(folder, "transformer"), video, configs=folder, **kwargs)
 
 
+# prompt and image tokens and CFG branches are the families' (ModelSpec.dims, guidance_branches)
 SHAPES = {
     s.name: s for s in (
-        _real("wan_t2v_1.3b_480p", "Wan2.1-T2V-1.3B-Diffusers", (81, 480, 832), 512),
-        _real("wan_t2v_14b_720p", "Wan2.1-T2V-14B-Diffusers", (81, 720, 1280), 512),
-        _real("wan_i2v_14b_720p", "Wan2.1-I2V-14B-720P-Diffusers", (81, 720, 1280), 512, image_tokens=257,
-              steps=40),  # the reference I2V script's and the paper's steps
-        _real("hunyuan_720p", "HunyuanVideo", (129, 720, 1280), 256, cfg_branches=1),  # guidance-distilled
-        _real("cogvideox_5b_480p", "CogVideoX-5b", (49, 480, 720), 226),
+        _real("wan_t2v_1.3b_480p", "Wan2.1-T2V-1.3B-Diffusers", (81, 480, 832)),
+        _real("wan_t2v_14b_720p", "Wan2.1-T2V-14B-Diffusers", (81, 720, 1280)),
+        # the reference I2V script's and the paper's steps
+        _real("wan_i2v_14b_720p", "Wan2.1-I2V-14B-720P-Diffusers", (81, 720, 1280), steps=40),
+        _real("hunyuan_720p", "HunyuanVideo", (129, 720, 1280)),  # guidance-distilled: one call a step
+        _real("cogvideox_5b_480p", "CogVideoX-5b", (49, 480, 720)),
     )
 }
 

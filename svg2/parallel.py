@@ -13,6 +13,7 @@ pair up by order): ``same_on_all_ranks`` checks what must agree before the first
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from svg2.checks import check_qkv
 from svg2.methods.joint import check_joint
 
 PARALLEL = ("ulysses",)  # the sequence-parallel schemes ``svg2.diffusers.apply(parallel=...)`` accepts
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # what a launcher (torchrun) sets in each rank
 
 
 def _dist():
@@ -32,12 +34,15 @@ def _dist():
     return dist
 
 
+def launched() -> bool:
+    """True in a rank a launcher (torchrun, or ``eval.ranks.spawn``) started: its environment is set."""
+    return all(k in os.environ for k in LAUNCHER_ENV)
+
+
 def init_ranks(device: str, world_size: int | None = None) -> "Ulysses":
     """Join the default process group from the launcher's environment (torchrun: RANK, WORLD_SIZE, MASTER_ADDR,
     MASTER_PORT), with NCCL for a CUDA device and gloo for the CPU; ``world_size``, when given, must match the
     launcher's. Returns the Ulysses layout over it."""
-    import os
-
     dist = _dist()
     cuda = torch.device(device).type == "cuda"
     backend, available = ("nccl", dist.is_nccl_available()) if cuda else ("gloo", dist.is_gloo_available())
@@ -45,7 +50,7 @@ def init_ranks(device: str, world_size: int | None = None) -> "Ulysses":
         raise RuntimeError(f"device={device!r} needs the {backend} backend of torch.distributed, which this torch "
                            "build lacks")
     if not dist.is_initialized():
-        missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        missing = [k for k in LAUNCHER_ENV if k not in os.environ]
         if missing:
             raise RuntimeError(f"no process group and no launcher environment ({', '.join(missing)} unset); "
                                "launch with torchrun --nproc-per-node=P or call torch.distributed.init_process_group")
@@ -97,14 +102,19 @@ class Ulysses:
     def same_on_all_ranks(self, what: str, values: dict) -> None:
         """Raise on every rank, naming each rank's value of every key that differs, when ranks disagree on
         ``values`` (picklable: what they are about to run): mismatched ranks would pair up wrong collectives."""
-        every = [None] * self.world_size
-        _dist().all_gather_object(every, values, group=self.group)
+        every = self.gather_objects(values)
         keys = dict.fromkeys(key for v in every for key in v)
         differ = [key for key in keys if any(v.get(key) != every[0].get(key) for v in every)]
         if differ:
             listing = "; ".join(f"{key}: " + ", ".join(f"rank {r} {v.get(key)!r}" for r, v in enumerate(every))
                                 for key in differ)
             raise ValueError(f"ranks disagree on {what} ({listing}); expected every rank to run the same")
+
+    def gather_objects(self, value) -> list:
+        """Every rank's ``value`` (picklable), in rank order."""
+        every = [None] * self.world_size
+        _dist().all_gather_object(every, value, group=self.group)
+        return every
 
     # --- the exchanges -------------------------------------------------------------------------------------------
     def to_heads(self, x: torch.Tensor, tokens: int) -> torch.Tensor:

@@ -51,16 +51,15 @@ DEFAULT_SHAPES = "wan_t2v_1.3b_480p,wan_t2v_14b_720p,hunyuan_720p"
 BLOCK_SIZE = 128  # positional blocks at the real shapes
 
 
-def _toy(name: str, folder: str, text_tokens: int, cfg_branches: int = 2, **changes) -> ModelShape:
+def _toy(name: str, folder: str, text_tokens: int, **changes) -> ModelShape:
     """A real configuration shrunk to CPU size: 9 frames of 128x128 pixels, 192 video tokens."""
-    return from_transformer(name, {**load_config(folder, "transformer"), **changes}, (9, 128, 128), text_tokens,
-                            cfg_branches=cfg_branches)
+    return from_transformer(name, {**load_config(folder, "transformer"), **changes}, (9, 128, 128), text_tokens)
 
 
 TOY = {s.name: s for s in (
     _toy("wan_toy", "Wan2.1-T2V-14B-Diffusers", 16, attention_head_dim=16, num_attention_heads=2, ffn_dim=64,
          num_layers=2, text_dim=32, freq_dim=32),
-    _toy("hunyuan_toy", "HunyuanVideo", 8, cfg_branches=1, num_attention_heads=2, attention_head_dim=24,
+    _toy("hunyuan_toy", "HunyuanVideo", 8, num_attention_heads=2, attention_head_dim=24,
          num_layers=1, num_single_layers=1, num_refiner_layers=1, text_embed_dim=16, pooled_projection_dim=8,
          rope_axes_dim=(8, 8, 8)),
 )}

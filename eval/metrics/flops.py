@@ -29,17 +29,17 @@ column is 40 steps of the T2V step.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import replace
 
 from eval.shapes import SHAPES, ModelShape
+from svg2.methods.base import dense_step_count
 
 
 def layer_flops(shape: ModelShape, density: float = 1.0) -> tuple[float, float]:
     """(self-attention core FLOPs at video-pair ``density``, all other FLOPs) of one layer, one branch."""
     n, l, d, f = shape.video_tokens, shape.text_tokens, shape.width, shape.mlp_dim
     if shape.joint:
-        t = n + l
+        t = shape.attention_tokens
         return 4 * d * (t * t - n * n + n * n * density), 8 * t * d * d + 4 * t * d * f
     c = l + shape.image_tokens
     return 4 * n * n * d * density, 8 * n * d * d + 4 * n * d * d + 4 * c * d * d + 4 * n * c * d + 4 * n * d * f
@@ -52,6 +52,11 @@ def measured_attention_flops(shape: ModelShape, density: float) -> float:
     return 4 * shape.width * t * t * density
 
 
+def measured_core(shape: ModelShape, densities: list[float]) -> float:
+    """Self-attention core FLOPs of a measured generation, one density per call (``measured_attention_flops``)."""
+    return sum(measured_attention_flops(shape, d) for d in densities)
+
+
 def check_density(density: float) -> None:
     if not 0 <= density <= 1:
         raise ValueError(f"density={density!r}; expected a fraction in [0, 1]")
@@ -62,7 +67,7 @@ def warmup_steps(shape: ModelShape, dense_steps: float) -> int:
     if dense_steps < 0 or (dense_steps >= 1 and not float(dense_steps).is_integer()) or dense_steps > shape.steps:
         raise ValueError(f"dense_steps={dense_steps!r}; expected a fraction in [0, 1) or a whole number of steps "
                          f"up to the {shape.steps} of {shape.name}")
-    return math.ceil(dense_steps * shape.steps) if dense_steps < 1 else int(dense_steps)
+    return int(dense_step_count(dense_steps, shape.steps))
 
 
 def dense_calls(shape: ModelShape, dense_steps: float = 0, dense_layers: int = 0) -> int:
@@ -75,18 +80,26 @@ def dense_calls(shape: ModelShape, dense_steps: float = 0, dense_layers: int = 0
     return per_branch * shape.cfg_branches
 
 
+def attention_core(shape: ModelShape, density: float, dense_steps: float = 0,
+                   dense_layers: int = 0) -> tuple[int, float]:
+    """(self-attention calls run dense by the warm-up policy, self-attention core FLOPs of the generation: those
+    calls dense, the others at video-pair ``density``)."""
+    n_dense = dense_calls(shape, dense_steps, dense_layers)
+    full, sparse = layer_flops(shape, 1.0)[0], layer_flops(shape, density)[0]
+    return n_dense, n_dense * full + (shape.attention_calls - n_dense) * sparse
+
+
 def flops_account(shape: ModelShape, density: float = 1.0, dense_steps: float = 0, dense_layers: int = 0) -> dict:
     """The paper's columns for a configuration: sparse calls at ``density``, warm-up calls dense.
 
     Returns PFLOPs of the generation (dense and at this configuration), their ratio and the overall
     attention density (over every self-attention call, warm-up included)."""
     check_density(density)
-    calls = shape.steps * shape.layers * shape.cfg_branches
-    n_dense = dense_calls(shape, dense_steps, dense_layers)
+    calls = shape.attention_calls
+    n_dense, core = attention_core(shape, density, dense_steps, dense_layers)
     attn_full, other = layer_flops(shape, 1.0)
-    attn_sparse, _ = layer_flops(shape, density)
     total_dense = calls * (attn_full + other)
-    total = n_dense * attn_full + (calls - n_dense) * attn_sparse + calls * other
+    total = core + calls * other
     return dict(model=shape.name, tokens=shape.video_tokens, calls=calls, dense_calls=n_dense,
                 density=(n_dense + (calls - n_dense) * density) / calls,
                 pflops=total / 1e15, pflops_dense=total_dense / 1e15, flops_ratio=total / total_dense)
@@ -98,7 +111,7 @@ def flops_from_stats(shape: ModelShape, densities: list[float]) -> dict:
     if not densities:
         raise ValueError("no attention calls recorded; expected one density per self-attention call")
     attn_full, other = layer_flops(shape, 1.0)
-    total = sum(measured_attention_flops(shape, d) for d in densities) + len(densities) * other
+    total = measured_core(shape, densities) + len(densities) * other
     total_dense = len(densities) * (attn_full + other)
     return dict(calls=len(densities), density=sum(densities) / len(densities), flops=total,
                 flops_dense=total_dense, flops_ratio=total / total_dense)
@@ -114,15 +127,14 @@ PAPER_TOKENS = {"hunyuan_720p": 120_000}
 def _paper_terms(shape: ModelShape) -> tuple[float, float]:
     """(linear, dense attention) FLOPs of a whole generation under the paper's formula."""
     s, d = PAPER_TOKENS.get(shape.name, shape.attention_tokens), shape.width
-    calls = shape.cfg_branches * shape.steps * shape.layers
+    calls = shape.attention_calls
     return calls * 24 * s * d * d, calls * 4 * d * s * s
 
 
 def paper_account(shape: ModelShape, density: float = 1.0, dense_steps: float = 0, dense_layers: int = 0) -> dict:
     """PFLOPs of a generation as the paper counts them (dense, and with sparse calls at ``density``)."""
     check_density(density)
-    calls = shape.steps * shape.layers * shape.cfg_branches
-    dense_share = dense_calls(shape, dense_steps, dense_layers) / calls
+    dense_share = dense_calls(shape, dense_steps, dense_layers) / shape.attention_calls
     linear, attention = _paper_terms(shape)
     total = linear + attention * (dense_share + (1 - dense_share) * density)
     return dict(pflops=total / 1e15, pflops_dense=(linear + attention) / 1e15)
@@ -142,25 +154,11 @@ def fit_dense_steps(shape: ModelShape, density: float, dense_pflops: float, spar
     return shape.steps * (dense_share - layer_share) / (1 - layer_share)
 
 
-def _warmup_arg(text: str) -> float:
-    value = float(text)
-    if value < 0 or (value >= 1 and not value.is_integer()):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in [0, 1) or a whole number of steps")
-    return value
-
-
-def _density_arg(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in [0, 1]")
-    return value
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Print the FLOPs and density columns of a configuration.")
     ap.add_argument("model", choices=sorted(SHAPES))
-    ap.add_argument("--density", type=_density_arg, nargs="+", default=[1.0], help="sparse-call attention density")
-    ap.add_argument("--dense-steps", type=_warmup_arg, default=0,
+    ap.add_argument("--density", type=float, nargs="+", default=[1.0], help="sparse-call attention density")
+    ap.add_argument("--dense-steps", type=float, default=0,
                     help="dense warm-up: a fraction of the steps in [0, 1) or a number of steps")
     ap.add_argument("--dense-layers", type=int, default=0, help="first layers dense on every step")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the shape's)")
@@ -174,7 +172,9 @@ def main(argv=None) -> None:
         if args.steps < 1:
             ap.error(f"--steps {args.steps}: expected at least 1")
         shape = replace(shape, steps=args.steps)
-    try:
+    try:  # the checks the accounts make, as usage errors before any is made
+        for d in args.density:
+            check_density(d)
         dense_calls(shape, args.dense_steps, args.dense_layers)
     except ValueError as err:
         ap.error(str(err))

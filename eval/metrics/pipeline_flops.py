@@ -26,7 +26,7 @@ from functools import lru_cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from eval.metrics.flops import dense_calls, layer_flops
+from eval.metrics.flops import attention_core, layer_flops, measured_attention_flops, measured_core
 from eval.shapes import CONFIGS, ModelShape, build_transformer, latent_size, load_config, transformer_inputs
 from svg2.diffusers import apply, remove
 from svg2.methods import DenseMethod
@@ -152,13 +152,11 @@ def pipeline_account(shape: ModelShape, density: float = 1.0, dense_steps: float
     """Whole-pipeline PFLOPs of a generation (dense and at this configuration) and its parts: the transformer
     (counted, self-attention core analytic at ``density`` for sparse calls), text/image encoders and the VAE."""
     count = count or committed_count(shape)
-    calls = shape.steps * shape.layers * shape.cfg_branches
-    n_dense = dense_calls(shape, dense_steps, dense_layers)
-    core_full, core_sparse = layer_flops(shape, 1.0)[0], layer_flops(shape, density)[0]
+    _, core = attention_core(shape, density, dense_steps, dense_layers)
     forwards = shape.steps * shape.cfg_branches
     rest = forwards * count.transformer_call + count.video_flops()
-    total_dense = calls * core_full + rest
-    total = n_dense * core_full + (calls - n_dense) * core_sparse + rest
+    total_dense = shape.attention_calls * layer_flops(shape, 1.0)[0] + rest
+    total = core + rest
     parts = {"transformer": (total - count.video_flops()) / 1e15, **{k: v / 1e15 for k, v in count.per_video.items()}}
     return dict(pflops=total / 1e15, pflops_dense=total_dense / 1e15, flops_ratio=total / total_dense,
                 parts_pflops=parts)
@@ -168,10 +166,8 @@ def pipeline_flops_from_stats(shape: ModelShape, densities: list[float], count: 
     """Whole-pipeline FLOPs of a measured generation: the self-attention core at each call's density as the method
     reports it (dense calls 1.0), the rest of the transformer and the encoders/VAE counted (``count``, or the
     shape's committed configurations)."""
-    from eval.metrics.flops import measured_attention_flops
-
     count = count or committed_count(shape)
     rest = len(densities) / shape.layers * count.transformer_call + count.video_flops()  # per forward, per video
-    total = sum(measured_attention_flops(shape, d) for d in densities) + rest
+    total = measured_core(shape, densities) + rest
     dense = len(densities) * measured_attention_flops(shape, 1.0) + rest
     return dict(flops_pipeline=total, flops_pipeline_dense=dense, flops_pipeline_ratio=total / dense)

@@ -19,6 +19,15 @@ from svg2.plan import Plan, execute_plan
 from svg2.timing import StageTimer
 
 
+def dense_step_count(dense_steps: float, num_steps: int | None, rounding: str = "ceil") -> float:
+    """The warm-up steps run dense in a generation of ``num_steps``: ``dense_steps`` of them when it is a fraction
+    in (0, 1), rounded by ``rounding`` ('ceil' or 'floor'); otherwise ``dense_steps`` itself, a step count
+    (``num_steps`` may then be None)."""
+    if 0 < dense_steps < 1:
+        return (math.ceil if rounding == "ceil" else math.floor)(dense_steps * num_steps)
+    return dense_steps
+
+
 @dataclass
 class MethodConfig:
     """What every method shares: the dense warm-up and how calls run. A method's config subclasses it; the
@@ -152,14 +161,10 @@ class AttentionMethod:
         c = self.config
         if layer < c.dense_layers:
             return True
-        dense_steps = c.dense_steps
-        if 0 < dense_steps < 1:
-            if self.state.num_steps is None:
-                raise ValueError(
-                    f"dense_steps={dense_steps} is a fraction of the denoising steps; call reset(num_steps=...) first")
-            rounding = math.ceil if c.dense_rounding == "ceil" else math.floor
-            dense_steps = rounding(dense_steps * self.state.num_steps)
-        return step < dense_steps
+        if 0 < c.dense_steps < 1 and self.state.num_steps is None:
+            raise ValueError(
+                f"dense_steps={c.dense_steps} is a fraction of the denoising steps; call reset(num_steps=...) first")
+        return step < dense_step_count(c.dense_steps, self.state.num_steps, c.dense_rounding)
 
     def state_key(self, layer: int, branch: int) -> tuple[int, int]:
         """Which state a call reads and updates: one per (layer, CFG branch)."""

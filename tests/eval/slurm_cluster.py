@@ -57,17 +57,6 @@ class SlurmCluster:
         rows = [line.split("|") for line in out.splitlines() if line]
         return [{"id": job, "state": state.split()[0]} for job, state in rows]
 
-    def wait_empty(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while self.jobs():
-            if time.time() > deadline:
-                raise TimeoutError(f"SLURM queue still holds {self.jobs()} after {timeout} s")
-            time.sleep(0.5)
-
-    def log(self, name: str) -> str:
-        path = self.root / f"{name}.log"
-        return path.read_text(errors="replace")[-3000:] if path.is_file() else f"({path} missing)"
-
     # -- start and stop ------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 60) -> "SlurmCluster":
